@@ -1,0 +1,87 @@
+"""The `zipedge` command. Subcommands map flags onto settings; everything else is
+configured through the environment (DESIGN.md §7)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from service.exceptions import ConfigError
+from service.settings import Settings
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.app import create_app
+
+    settings = Settings.from_env()  # fail fast, before the server binds
+    if settings.source.scheme == "file" and not settings.source.path.is_dir():
+        print(
+            f"zipedge: the source folder {settings.source.path} does not exist "
+            "(run `zipedge demo` for demo photos, or set ZIPEDGE_SOURCE)",
+            file=sys.stderr,
+        )
+        return 2
+    url = f"http://{args.host}:{args.port}"
+    print(f"zipedge: serving {settings.source} on {url}", file=sys.stderr, flush=True)
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=args.access_log,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime, timedelta
+
+    from service.demo import write_demo_photos
+
+    settings = Settings.from_env()
+    root = Path(args.dir) if args.dir else settings.source.path
+    if not args.dir and settings.source.scheme != "file":
+        print("zipedge demo: ZIPEDGE_SOURCE is not a folder; pass --dir", file=sys.stderr)
+        return 2
+    end = datetime.now(UTC).date()
+    count = write_demo_photos(root, days=args.days, per_day=args.per_day, end=end)
+    start = end - timedelta(days=args.days - 1)
+    print(f"zipedge demo: {count} photos in {root} for {start} .. {end}")
+    print(f"  try: http://127.0.0.1:8000/v1/zip?from={start}&to={end}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="zipedge", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the HTTP service")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True)
+    serve.set_defaults(func=_serve)
+
+    demo = commands.add_parser("demo", help="write demo photos into the source folder")
+    demo.add_argument("--dir", help="target folder (default: the ZIPEDGE_SOURCE folder)")
+    demo.add_argument("--days", type=int, default=5)
+    demo.add_argument("--per-day", type=int, default=40)
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        print(f"zipedge: configuration error: {exc.message}", file=sys.stderr)
+        return 2
+    return code

@@ -1,0 +1,103 @@
+"""Every magic number of zipedge, with its unit and the reason it has that value.
+
+Values an operator may want to change are *defaults* here and overridable through
+`Settings`; the rest are fixed by a format or a protocol.
+"""
+
+from __future__ import annotations
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+
+#: Bumped whenever the bytes of an archive for the same manifest would change (layout,
+#: timestamps, extra fields). It is hashed into every archive id, so old cache objects are
+#: simply never looked up again.
+ARCHIVE_FORMAT_VERSION = 1
+
+#: Length of an archive id in hex characters (128 bits of SHA-256): collision-free in
+#: practice and short enough for URLs and object keys.
+ARCHIVE_ID_HEX_CHARS = 32
+
+# --- fetching -----------------------------------------------------------------------------
+
+#: Objects fetched at once per stream. 200 KiB photos are latency-bound: at a 20 ms round
+#: trip 16 in flight keep a single stream near the concurrent-GET ceiling (see bench/).
+DEFAULT_FETCH_CONCURRENCY = 16
+
+#: Bytes a stream may hold in memory ahead of the writer (all prefetched objects together).
+#: The object being written may go one read chunk past it so the writer can never starve.
+DEFAULT_PREFETCH_BYTES = 32 * MiB
+
+#: Size of one read from a source body. Large enough that per-chunk overhead (CRC call,
+#: ASGI send) is negligible, small enough that a 5 GiB object never sits in memory.
+READ_CHUNK_BYTES = 256 * KiB
+
+#: Attempts to read one object (first try included) before a stream is aborted. A retry
+#: resumes from the first byte not yet received (Range), never from zero.
+FETCH_ATTEMPTS = 4
+
+#: Backoff before retry n (seconds): BASE * 2**(n-1), capped. Short, because a user is
+#: waiting with an open connection.
+FETCH_BACKOFF_BASE_S = 0.2
+FETCH_BACKOFF_MAX_S = 2.0
+
+#: Day prefixes listed at once when resolving a date range.
+LIST_CONCURRENCY = 16
+
+#: Objects stat'ed at once when a posted archive names keys or URLs without sizes.
+STAT_CONCURRENCY = 16
+
+# --- HTTP origins ------------------------------------------------------------------------
+
+#: Timeouts for HTTP origins (seconds). Read is per read, not per object.
+HTTP_CONNECT_TIMEOUT_S = 5.0
+HTTP_READ_TIMEOUT_S = 30.0
+
+#: httpx collapses above ~32 concurrent connections (shared/notes/perf_limits.md), so the
+#: origin client's pool stays below that whatever the fetch concurrency.
+HTTP_MAX_CONNECTIONS = 24
+
+#: Same-host redirects followed by an HTTP origin (Cloudinary answers a few).
+HTTP_MAX_REDIRECTS = 3
+
+# --- S3 --------------------------------------------------------------------------------
+
+#: Extra pool connections above the fetch concurrency: listings, HEADs and the cache
+#: writer must not queue behind object bodies.
+S3_POOL_HEADROOM = 8
+
+#: botocore read timeout (seconds) for one socket read.
+S3_READ_TIMEOUT_S = 60.0
+S3_CONNECT_TIMEOUT_S = 5.0
+
+#: Keys per ListObjectsV2 page (the S3 maximum).
+S3_LIST_PAGE = 1000
+
+# --- limits --------------------------------------------------------------------------------
+
+#: Longest date range accepted (days, both ends inclusive). DESIGN.md §7.
+DEFAULT_MAX_RANGE_DAYS = 366
+
+#: Hard limits of one archive (413 beyond). 100k photos is the largest selection in the
+#: brief; 1 TiB keeps a runaway selection from holding a connection for days.
+DEFAULT_MAX_ENTRIES = 200_000
+DEFAULT_MAX_BYTES = 1024 * GiB
+
+#: Entries accepted in one POST /v1/archives body, and its size in bytes.
+MAX_POSTED_ENTRIES = 100_000
+MAX_POST_BODY_BYTES = 32 * MiB
+
+#: Longest object key accepted (bytes, S3's limit) and longest member name (ZIP field).
+MAX_KEY_BYTES = 1024
+MAX_NAME_BYTES = 1024
+
+# --- ZIP format ----------------------------------------------------------------------------
+
+#: Fields of 32 bits in the classic ZIP records; a value at or above it needs Zip64.
+ZIP32_LIMIT = 0xFFFFFFFF
+#: Entry count above which the end record needs Zip64.
+ZIP16_LIMIT = 0xFFFF
+#: Earliest and latest instants a DOS date can hold.
+DOS_EPOCH_YEAR = 1980
+DOS_LAST_YEAR = 2107

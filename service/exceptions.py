@@ -1,0 +1,120 @@
+"""The exception tree of zipedge.
+
+Adapters translate their dependency's errors into these at the boundary (`raise ... from
+exc`), so no botocore, httpx or redis exception ever reaches a request handler.
+
+* ZipedgeError
+  + ConfigError                  bad settings at startup
+  + RequestError                 the caller's fault: a 4xx JSON answer
+  | - InvalidParameter      400  bad date, from after to, range too long, bad JSON
+  | - InvalidKey            400  `..`, absolute, control characters, too long
+  | - HostNotAllowed        400  URL entry outside ZIPEDGE_HTTP_ALLOW or to a private address
+  | - NothingSelected       404  the selection resolved to no object
+  | - UnknownArchive        404  no manifest stored under that id
+  | - ObjectNotFound        404  a named key or URL does not exist
+  | - TooLarge              413  over the hard entry or byte limits
+  | - RateLimited           429
+  + SourceError                  reading an object failed
+  | - ObjectMissing              the object vanished after the manifest was made
+  | - ObjectChanged              ETag or size differ from the manifest
+  | - SourceUnavailable     503  network error, timeout, 5xx: worth a retry
+  + StreamAborted                a stream failed after its headers were sent
+  + DependencyUnavailable   503  a store or Redis is down
+"""
+
+from __future__ import annotations
+
+
+class ZipedgeError(Exception):
+    """Base of every error zipedge raises on purpose."""
+
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r})"
+
+
+class ConfigError(ZipedgeError):
+    """A setting is missing or malformed; raised at startup, never per request."""
+
+    code = "config_error"
+
+
+class RequestError(ZipedgeError):
+    status_code = 400
+    code = "bad_request"
+
+
+class InvalidParameter(RequestError):
+    code = "invalid_parameter"
+
+
+class InvalidKey(RequestError):
+    code = "invalid_key"
+
+
+class HostNotAllowed(RequestError):
+    code = "host_not_allowed"
+
+
+class NothingSelected(RequestError):
+    status_code = 404
+    code = "nothing_selected"
+
+
+class UnknownArchive(RequestError):
+    status_code = 404
+    code = "unknown_archive"
+
+
+class ObjectNotFound(RequestError):
+    status_code = 404
+    code = "object_not_found"
+
+
+class TooLarge(RequestError):
+    status_code = 413
+    code = "too_large"
+
+
+class RateLimited(RequestError):
+    status_code = 429
+    code = "rate_limited"
+
+
+class SourceError(ZipedgeError):
+    """Reading an object failed. `retryable` says whether another attempt may succeed."""
+
+    status_code = 502
+    code = "source_error"
+    retryable = False
+
+
+class ObjectMissing(SourceError):
+    code = "object_missing"
+
+
+class ObjectChanged(SourceError):
+    code = "object_changed"
+
+
+class SourceUnavailable(SourceError):
+    status_code = 503
+    code = "source_unavailable"
+    retryable = True
+
+
+class StreamAborted(ZipedgeError):
+    """A stream failed after its headers went out; the connection must be cut."""
+
+    code = "stream_aborted"
+
+
+class DependencyUnavailable(ZipedgeError):
+    status_code = 503
+    code = "dependency_unavailable"

@@ -1,0 +1,222 @@
+"""Fetch an archive's objects ahead of the writer: concurrently, handed over in order,
+within a byte budget, resuming a broken read from the first byte not yet received.
+
+Workers claim entries in manifest order and read them in chunks into per-entry slots.
+Before each read a worker reserves the bytes it may receive; reservations beyond the
+budget wait, except for the entry the writer is on (the *head*), which may always keep
+up to two chunks buffered. So memory stays under `budget + 2 chunks` per stream whatever
+the archive size, and the writer can never starve behind objects further ahead.
+
+Only this module and `service.writer` know about the budget; sources just yield chunks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+
+import anyio
+
+from service.archive.manifest import Entry
+from service.constants import (
+    FETCH_ATTEMPTS,
+    FETCH_BACKOFF_BASE_S,
+    FETCH_BACKOFF_MAX_S,
+    READ_CHUNK_BYTES,
+)
+from service.exceptions import ObjectChanged, SourceError, StreamAborted
+
+logger = logging.getLogger(__name__)
+
+#: Opens one entry's bytes from an offset; the etag travels inside the entry.
+OpenFn = Callable[[Entry, int], AsyncIterator[bytes]]
+
+#: What the head entry may hold regardless of the budget (bytes).
+_HEAD_ALLOWANCE = 2 * READ_CHUNK_BYTES
+
+
+class _Slot:
+    __slots__ = ("buffered", "chunks", "done", "error", "ready", "received")
+
+    def __init__(self) -> None:
+        self.chunks: deque[bytes] = deque()
+        self.buffered = 0
+        self.received = 0  # bytes handed over so far: where a retry resumes
+        self.done = False
+        self.error: BaseException | None = None
+        self.ready = asyncio.Event()
+
+
+class Prefetcher:
+    """Use as `async with Prefetcher(...) as p:` then `async for chunk in p.chunks(i)` for
+    i = 0, 1, 2 ... in order. Leaving the block cancels every fetch at once."""
+
+    def __init__(
+        self,
+        entries: Sequence[Entry],
+        open_: OpenFn,
+        *,
+        concurrency: int,
+        budget: int,
+        attempts: int = FETCH_ATTEMPTS,
+        backoff_base: float = FETCH_BACKOFF_BASE_S,
+        backoff_max: float = FETCH_BACKOFF_MAX_S,
+    ) -> None:
+        self._entries = entries
+        self._open = open_
+        self._concurrency = max(1, concurrency)
+        self._budget = max(budget, READ_CHUNK_BYTES)
+        self._attempts = max(1, attempts)
+        self._backoff_base = backoff_base
+        self._backoff_max = backoff_max
+        self._slots = [_Slot() for _ in entries]
+        self._next = 0
+        self._head = 0
+        self._used = 0
+        self._room = asyncio.Condition()
+        self._tasks: list[asyncio.Task[None]] = []
+        #: reads resumed after a failure (for metrics and tests)
+        self.retries = 0
+        #: peak bytes held (for tests of the budget)
+        self.peak_buffered = 0
+
+    async def __aenter__(self) -> Prefetcher:
+        workers = min(self._concurrency, len(self._entries))
+        self._tasks = [asyncio.create_task(self._worker()) for _ in range(workers)]
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        # Shielded: this runs while the response is being cancelled (client gone) and
+        # must still wait for the fetches to let go of their connections.
+        with anyio.CancelScope(shield=True):
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        for slot in self._slots:
+            slot.chunks.clear()
+        self._used = 0
+
+    @property
+    def buffered(self) -> int:
+        return self._used
+
+    # -- consumer side --------------------------------------------------------------------
+
+    async def chunks(self, index: int) -> AsyncIterator[bytes]:
+        """Entry `index`'s bytes, in order; raises StreamAborted if it cannot be read."""
+        if index != self._head:
+            raise RuntimeError("entries must be consumed in order")
+        slot = self._slots[index]
+        while True:
+            if slot.chunks:
+                chunk = slot.chunks.popleft()
+                slot.buffered -= len(chunk)
+                await self._release(len(chunk))
+                yield chunk
+                continue
+            if slot.error is not None:
+                entry = self._entries[index]
+                message = getattr(slot.error, "message", str(slot.error))
+                raise StreamAborted(f"cannot read {entry.ref!r}: {message}") from slot.error
+            if slot.done:
+                break
+            slot.ready.clear()
+            await slot.ready.wait()
+        async with self._room:
+            self._head = index + 1
+            self._room.notify_all()
+
+    async def _release(self, n: int) -> None:
+        self._used -= n
+        async with self._room:
+            self._room.notify_all()
+
+    # -- worker side --------------------------------------------------------------------
+
+    def _fits(self, index: int, n: int) -> bool:
+        if self._used + n <= self._budget:
+            return True
+        return index == self._head and self._slots[index].buffered + n <= _HEAD_ALLOWANCE
+
+    async def _reserve(self, index: int, n: int) -> None:
+        if not self._fits(index, n):
+            async with self._room:
+                await self._room.wait_for(lambda: self._fits(index, n))
+        self._used += n
+        self.peak_buffered = max(self.peak_buffered, self._used)
+
+    async def _worker(self) -> None:
+        while self._next < len(self._entries):
+            index = self._next
+            self._next += 1
+            slot = self._slots[index]
+            try:
+                await self._fetch(index, slot)
+                slot.done = True
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - handed to the writer, which aborts
+                slot.error = exc
+            slot.ready.set()
+            if slot.error is not None:
+                return  # the stream is over; the writer will stop at this entry
+
+    async def _fetch(self, index: int, slot: _Slot) -> None:
+        entry = self._entries[index]
+        failures = 0
+        while slot.received < entry.size:
+            resumed_at = slot.received
+            try:
+                await self._read_from(index, slot)
+                if slot.received < entry.size:
+                    raise ObjectChanged(f"{entry.ref!r} ended after {slot.received} of {entry.size} bytes")
+            except SourceError as exc:
+                # Attempts count failures in a row: a long object on a flaky link that
+                # keeps making progress is not given up on.
+                failures = 1 if slot.received > resumed_at else failures + 1
+                if not exc.retryable or failures >= self._attempts:
+                    raise
+                self.retries += 1
+                delay = min(self._backoff_base * 2 ** (failures - 1), self._backoff_max)
+                logger.warning(
+                    "retrying %s from byte %d in %.1fs: %s", entry.ref, slot.received, delay, exc.message
+                )
+                await asyncio.sleep(delay)
+
+    async def _read_from(self, index: int, slot: _Slot) -> None:
+        """Read entry `index` from `slot.received` to its end. A failure keeps the bytes
+        already handed over: the retry resumes after them."""
+        entry = self._entries[index]
+        async with contextlib.aclosing(self._open(entry, slot.received)) as body:
+            while slot.received < entry.size:
+                want = min(READ_CHUNK_BYTES, entry.size - slot.received)
+                await self._reserve(index, want)
+                try:
+                    chunk = await anext(body)
+                except StopAsyncIteration:
+                    self._used -= want
+                    return
+                except BaseException:
+                    self._used -= want
+                    raise
+                if slot.received + len(chunk) > entry.size:
+                    self._used -= want
+                    raise ObjectChanged(f"{entry.ref!r} is larger than the {entry.size} bytes listed")
+                self._used += len(chunk) - want
+                if not chunk:
+                    continue
+                slot.received += len(chunk)
+                slot.chunks.append(chunk)
+                slot.buffered += len(chunk)
+                slot.ready.set()
+            # The object must end where the manifest says; a longer one changed.
+            extra = await anext(body, b"")
+            if extra:
+                raise ObjectChanged(f"{entry.ref!r} is larger than the {entry.size} bytes listed")

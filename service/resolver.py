@@ -1,0 +1,139 @@
+"""Selections become manifests: list the day prefixes of a date range concurrently, or
+stat the keys and URLs of a posted archive concurrently, then apply names and limits."""
+
+from __future__ import annotations
+
+import asyncio
+import posixpath
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
+
+from service.archive.manifest import Candidate, Manifest, build_manifest
+from service.archive.names import validate_key
+from service.archive.selection import DateRange
+from service.constants import LIST_CONCURRENCY, MAX_POSTED_ENTRIES, STAT_CONCURRENCY
+from service.exceptions import HostNotAllowed, InvalidParameter, NothingSelected, TooLarge
+from service.sources.base import ObjectInfo, Reader, Source
+from service.sources.http import validate_url
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+async def _bounded_map(items: Sequence[T], func: Callable[[T], Awaitable[R]], limit: int) -> list[R]:
+    """`func` over `items` with at most `limit` at once; results in input order; the first
+    error cancels the rest."""
+    semaphore = asyncio.Semaphore(limit)
+
+    async def one(item: T) -> R:
+        async with semaphore:
+            return await func(item)
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(one(item)) for item in items]
+    except ExceptionGroup as group_error:
+        # Callers want the error itself (an ObjectNotFound is a 404), not a group.
+        first: BaseException = group_error
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
+    return [task.result() for task in tasks]
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_entries: int
+    max_bytes: int
+
+    def check(self, count: int, total: int) -> None:
+        if count > self.max_entries:
+            raise TooLarge(f"the selection has {count} objects; the limit is {self.max_entries}")
+        if total > self.max_bytes:
+            raise TooLarge(f"the selection has {total} bytes; the limit is {self.max_bytes}")
+
+
+class Resolver:
+    def __init__(self, source: Source, origin: Reader | None, *, source_id: str, limits: Limits,
+                 http_allow: frozenset[str]) -> None:
+        self._source = source
+        self._origin = origin
+        self._source_id = source_id
+        self._limits = limits
+        self._http_allow = http_allow
+
+    async def date_range(self, selection: DateRange) -> Manifest:
+        listings = await _bounded_map(selection.prefixes(), self._source.list, LIST_CONCURRENCY)
+        objects: list[ObjectInfo] = [info for day in listings for info in day]
+        if not objects:
+            raise NothingSelected(f"no objects between {selection.start} and {selection.end}")
+        self._limits.check(len(objects), sum(o.size for o in objects))
+        candidates = [
+            Candidate("key", o.key, o.key, o.size, o.etag, o.mtime, o.crc32) for o in objects
+        ]
+        return build_manifest(candidates, source=self._source_id, filename=selection.filename())
+
+    async def posted(self, body: Any) -> Manifest:
+        """A `POST /v1/archives` body: {"name": ..., "entries": [{"key"|"url", "name"?}]}."""
+        if not isinstance(body, dict):
+            raise InvalidParameter("the body must be a JSON object")
+        raw_entries = body.get("entries")
+        if not isinstance(raw_entries, list) or not raw_entries:
+            raise InvalidParameter("'entries' must be a non-empty list")
+        if len(raw_entries) > min(MAX_POSTED_ENTRIES, self._limits.max_entries):
+            raise TooLarge(f"at most {min(MAX_POSTED_ENTRIES, self._limits.max_entries)} entries per archive")
+        filename = body.get("name", "archive.zip")
+        if not isinstance(filename, str) or not filename.strip():
+            raise InvalidParameter("'name' must be a non-empty string")
+        if not filename.lower().endswith(".zip"):
+            filename += ".zip"
+
+        refs: list[tuple[str, str, str]] = []  # kind, ref, desired name
+        for position, item in enumerate(raw_entries):
+            refs.append(self._parse_entry(position, item))
+        infos = await _bounded_map(refs, self._stat, STAT_CONCURRENCY)
+        self._limits.check(len(infos), sum(i.size for i in infos))
+        candidates = [
+            Candidate(kind, ref, name, info.size, info.etag, info.mtime, info.crc32)  # type: ignore[arg-type]
+            for (kind, ref, name), info in zip(refs, infos, strict=True)
+        ]
+        return build_manifest(candidates, source=self._source_id, filename=filename)
+
+    def _parse_entry(self, position: int, item: Any) -> tuple[str, str, str]:
+        where = f"entries[{position}]"
+        if not isinstance(item, dict):
+            raise InvalidParameter(f"{where} must be an object with 'key' or 'url'")
+        name = item.get("name")
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise InvalidParameter(f"{where}.name must be a non-empty string")
+        if ("key" in item) == ("url" in item):
+            raise InvalidParameter(f"{where} needs exactly one of 'key' or 'url'")
+        if "key" in item:
+            key = item["key"]
+            if not isinstance(key, str):
+                raise InvalidParameter(f"{where}.key must be a string")
+            validate_key(key)
+            return "key", key, name or key
+        url = item["url"]
+        if not isinstance(url, str):
+            raise InvalidParameter(f"{where}.url must be a string")
+        if self._origin is None:
+            raise HostNotAllowed("URL entries are disabled: ZIPEDGE_HTTP_ALLOW is empty")
+        url = validate_url(url, allow_hosts=self._http_allow)
+        return "url", url, name or _url_name(url)
+
+    async def _stat(self, ref: tuple[str, str, str]) -> ObjectInfo:
+        kind, value, _ = ref
+        if kind == "key":
+            return await self._source.stat(value)
+        assert self._origin is not None
+        return await self._origin.stat(value)
+
+
+def _url_name(url: str) -> str:
+    """The last path segment of a URL ("x.jpg"), or the host when there is none."""
+    parts = urlsplit(url)
+    name = posixpath.basename(unquote(parts.path.rstrip("/")))
+    return name or parts.hostname or "download"

@@ -1,0 +1,146 @@
+"""Configuration: read once from the environment into one typed, frozen object.
+
+Nothing else in zipedge reads `os.environ`. Bad values fail at startup with a
+`ConfigError` that names the variable, never on the first request.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from service import constants
+from service.exceptions import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """Where objects live: a folder (`file:///abs/dir`) or S3 (`s3://bucket/prefix`)."""
+
+    scheme: Literal["file", "s3"]
+    path: Path  #: the folder, for "file"
+    bucket: str  #: for "s3"
+    prefix: str  #: for "s3": "" or "photos/" (always ends in "/")
+
+    @classmethod
+    def parse(cls, variable: str, value: str) -> Location:
+        parts = urlsplit(value)
+        if parts.scheme == "file":
+            if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+                raise ConfigError(f"{variable}: a file URL needs an absolute path (file:///abs/dir)")
+            return cls("file", Path(parts.path), "", "")
+        if parts.scheme == "s3":
+            if not parts.netloc:
+                raise ConfigError(f"{variable}: an S3 URL needs a bucket (s3://bucket/prefix)")
+            prefix = parts.path.strip("/")
+            return cls("s3", Path(), parts.netloc, f"{prefix}/" if prefix else "")
+        raise ConfigError(f"{variable}: unknown scheme in {value!r}; use file:///abs/dir or s3://bucket/prefix")
+
+    def __str__(self) -> str:
+        if self.scheme == "file":
+            return f"file://{self.path}"
+        return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+
+
+@dataclass(frozen=True, slots=True)
+class S3Settings:
+    endpoint_url: str | None
+    region: str | None
+    access_key: str | None
+    secret_key: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    source: Location
+    cache: Location | None
+    data_dir: Path  #: embedded-mode state (posted manifests) when there is no Redis
+    redis_url: str
+    public_url: str
+    http_allow: frozenset[str]
+    http_allow_private: bool
+    max_range_days: int
+    max_entries: int
+    max_bytes: int
+    fetch_concurrency: int
+    prefetch_bytes: int
+    s3: S3Settings
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, cwd: Path | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        base = (cwd or Path.cwd()).resolve()
+
+        def text(name: str, default: str = "") -> str:
+            return env.get(name, default).strip()
+
+        def integer(name: str, default: int, minimum: int = 1) -> int:
+            raw = text(name)
+            if not raw:
+                return default
+            try:
+                value = int(raw.replace("_", ""))
+            except ValueError:
+                raise ConfigError(f"{name}: expected a whole number, got {raw!r}") from None
+            if value < minimum:
+                raise ConfigError(f"{name}: must be at least {minimum}, got {value}")
+            return value
+
+        def flag(name: str) -> bool:
+            raw = text(name).lower()
+            if raw in ("", "0", "false", "no", "off"):
+                return False
+            if raw in ("1", "true", "yes", "on"):
+                return True
+            raise ConfigError(f"{name}: expected true or false, got {raw!r}")
+
+        source = Location.parse("ZIPEDGE_SOURCE", text("ZIPEDGE_SOURCE") or f"file://{base / 'var' / 'demo'}")
+        cache_raw = env.get("ZIPEDGE_CACHE")
+        if cache_raw is None:
+            cache_raw = f"file://{base / 'var' / 'cache'}"
+        cache = Location.parse("ZIPEDGE_CACHE", cache_raw.strip()) if cache_raw.strip() else None
+
+        s3 = S3Settings(
+            endpoint_url=text("AWS_ENDPOINT_URL") or None,
+            region=text("AWS_REGION") or text("AWS_DEFAULT_REGION") or None,
+            access_key=text("AWS_ACCESS_KEY_ID") or None,
+            secret_key=text("AWS_SECRET_ACCESS_KEY") or None,
+        )
+        redis_url = text("ZIPEDGE_REDIS_URL")
+        if redis_url and urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
+            raise ConfigError("ZIPEDGE_REDIS_URL: expected redis://host:port/db")
+        public_url = text("ZIPEDGE_PUBLIC_URL") or (s3.endpoint_url or "")
+        if public_url and urlsplit(public_url).scheme not in ("http", "https"):
+            raise ConfigError("ZIPEDGE_PUBLIC_URL: expected an http(s) URL")
+
+        hosts = frozenset(h.strip().lower().rstrip(".") for h in text("ZIPEDGE_HTTP_ALLOW").split(",") if h.strip())
+
+        data_dir = Path(text("ZIPEDGE_DATA_DIR") or base / "var")
+        if not data_dir.is_absolute():
+            data_dir = base / data_dir
+
+        return cls(
+            source=source,
+            cache=cache,
+            data_dir=data_dir,
+            redis_url=redis_url,
+            public_url=public_url.rstrip("/"),
+            http_allow=hosts,
+            http_allow_private=flag("ZIPEDGE_HTTP_ALLOW_PRIVATE"),
+            max_range_days=integer("ZIPEDGE_MAX_RANGE_DAYS", constants.DEFAULT_MAX_RANGE_DAYS),
+            max_entries=integer("ZIPEDGE_MAX_ENTRIES", constants.DEFAULT_MAX_ENTRIES),
+            max_bytes=integer("ZIPEDGE_MAX_BYTES", constants.DEFAULT_MAX_BYTES),
+            fetch_concurrency=integer("ZIPEDGE_FETCH_CONCURRENCY", constants.DEFAULT_FETCH_CONCURRENCY),
+            prefetch_bytes=integer(
+                "ZIPEDGE_PREFETCH_BYTES", constants.DEFAULT_PREFETCH_BYTES, constants.READ_CHUNK_BYTES
+            ),
+            s3=s3,
+        )
+
+    @property
+    def uses_s3(self) -> bool:
+        return self.source.scheme == "s3" or (self.cache is not None and self.cache.scheme == "s3")

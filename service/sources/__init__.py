@@ -1,0 +1,1 @@
+"""Object sources (a date-partitioned root) and origins (absolute URLs), one adapter each."""

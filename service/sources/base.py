@@ -1,0 +1,58 @@
+"""What every object source offers: list a prefix, stat one object, read it from an offset.
+
+A *source* is the date-partitioned root (folder, S3 bucket, memory); an *origin* serves
+absolute URLs (HTTP). Both read the same way, so the fetcher treats them alike.
+Implementations translate their dependency's errors into `service.exceptions.SourceError`
+subclasses (and `ObjectNotFound`/`InvalidKey` for a bad key at stat time).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """One object as a source sees it.
+
+    `key` is relative to the source root (or the URL for an origin); `etag` is an opaque
+    validator that changes whenever the content does ("" when the source has none);
+    `mtime` is whole seconds since the Unix epoch, UTC; `crc32` is the full-object CRC-32
+    when the source knows it without reading the body.
+    """
+
+    key: str
+    size: int
+    etag: str
+    mtime: int
+    crc32: int | None = None
+
+
+class Reader(Protocol):
+    async def stat(self, key: str) -> ObjectInfo:
+        """Size and validators of one object; `ObjectNotFound` if it does not exist."""
+        ...
+
+    def read(self, key: str, *, offset: int = 0, etag: str = "") -> AsyncIterator[bytes]:
+        """The object's bytes from `offset` to the end, in chunks of at most
+        `constants.READ_CHUNK_BYTES`. With a non-empty `etag`, raise `ObjectChanged` if the
+        object no longer has it. Errors surface while iterating; callers close the
+        iterator (`contextlib.aclosing`) so an abandoned read frees its connection."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections and clients."""
+        ...
+
+
+class Source(Reader, Protocol):
+    async def list(self, prefix: str) -> list[ObjectInfo]:
+        """Every object whose key starts with `prefix` (a day: `YYYY/MM/DD/`), sorted by key,
+        including those in deeper folders. Pagination is the source's business."""
+        ...
+
+    async def check(self) -> None:
+        """Raise `DependencyUnavailable` if the source cannot be reached (for /readyz)."""
+        ...

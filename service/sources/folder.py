@@ -1,0 +1,131 @@
+"""A local folder as the date-partitioned root: the embedded default.
+
+Safe against escaping the root: keys are validated by the name policy, every path is
+resolved and must stay inside the (resolved) root, so a symlink pointing outside is
+treated as absent. Blocking filesystem calls run in a worker thread, batched so that a
+small photo costs one thread hop to open and read, not one per syscall.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import BinaryIO
+
+from service.archive.names import validate_key
+from service.constants import READ_CHUNK_BYTES
+from service.exceptions import (
+    DependencyUnavailable,
+    InvalidKey,
+    ObjectChanged,
+    ObjectMissing,
+    ObjectNotFound,
+    SourceUnavailable,
+)
+from service.sources.base import ObjectInfo
+
+
+def _etag(st: os.stat_result) -> str:
+    # Changes whenever the file is rewritten (new inode or mtime) or resized.
+    return f"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}"
+
+
+class FolderSource:
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    def _path(self, key: str) -> Path:
+        validate_key(key)
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root):
+            raise InvalidKey(f"key {key!r} leaves the source root")
+        return path
+
+    def _info(self, key: str, st: os.stat_result) -> ObjectInfo:
+        return ObjectInfo(key=key, size=st.st_size, etag=_etag(st), mtime=int(st.st_mtime))
+
+    def _list_sync(self, prefix: str) -> list[ObjectInfo]:
+        base = self.root / prefix
+        if not base.is_dir():
+            return []
+        found: list[ObjectInfo] = []
+        for dirpath, dirnames, filenames in os.walk(base):
+            # Hidden entries (".DS_Store", editors' temp files, in-flight writes) are
+            # never photos of the selection.
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            for filename in filenames:
+                if filename.startswith("."):
+                    continue
+                path = Path(dirpath, filename)
+                try:
+                    real = path.resolve()
+                    if not real.is_relative_to(self.root):
+                        continue
+                    st = real.stat()
+                except OSError:
+                    continue  # vanished while listing
+                if not os.path.isfile(real):
+                    continue
+                key = path.relative_to(self.root).as_posix()
+                found.append(self._info(key, st))
+        found.sort(key=lambda info: info.key)
+        return found
+
+    async def list(self, prefix: str) -> list[ObjectInfo]:
+        try:
+            return await asyncio.to_thread(self._list_sync, prefix)
+        except OSError as exc:
+            raise SourceUnavailable(f"cannot list {prefix!r}: {exc.strerror}") from exc
+
+    def _stat_sync(self, key: str) -> ObjectInfo:
+        path = self._path(key)
+        try:
+            st = path.stat()
+        except FileNotFoundError as exc:
+            raise ObjectNotFound(f"no object {key!r}") from exc
+        except OSError as exc:
+            raise SourceUnavailable(f"cannot stat {key!r}: {exc.strerror}") from exc
+        if not path.is_file():
+            raise ObjectNotFound(f"no object {key!r}")
+        return self._info(key, st)
+
+    async def stat(self, key: str) -> ObjectInfo:
+        return await asyncio.to_thread(self._stat_sync, key)
+
+    def _open_sync(self, key: str, offset: int, etag: str) -> tuple[BinaryIO, bytes]:
+        try:
+            path = self._path(key)
+            handle = path.open("rb")
+        except (InvalidKey, FileNotFoundError) as exc:
+            raise ObjectMissing(f"object {key!r} is gone") from exc
+        except OSError as exc:
+            raise SourceUnavailable(f"cannot open {key!r}: {exc.strerror}") from exc
+        try:
+            if etag and _etag(os.fstat(handle.fileno())) != etag:
+                raise ObjectChanged(f"object {key!r} changed since the archive was listed")
+            handle.seek(offset)
+            return handle, handle.read(READ_CHUNK_BYTES)
+        except BaseException:
+            handle.close()
+            raise
+
+    async def read(self, key: str, *, offset: int = 0, etag: str = "") -> AsyncIterator[bytes]:
+        handle, chunk = await asyncio.to_thread(self._open_sync, key, offset, etag)
+        try:
+            while chunk:
+                yield chunk
+                try:
+                    chunk = await asyncio.to_thread(handle.read, READ_CHUNK_BYTES)
+                except OSError as exc:
+                    raise SourceUnavailable(f"cannot read {key!r}: {exc.strerror}") from exc
+        finally:
+            handle.close()
+
+    async def check(self) -> None:
+        if not await asyncio.to_thread(self.root.is_dir):
+            raise DependencyUnavailable(f"source folder {self.root} does not exist")
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,1 @@
+"""The Starlette edge of the service: routes, thin endpoints, responses, error mapping."""

@@ -1,0 +1,126 @@
+"""Thin handlers: parse the request, ask the domain, choose the response."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from email.utils import formatdate
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from service import __version__
+from service.archive.manifest import Manifest, is_archive_id
+from service.archive.names import content_disposition
+from service.archive.selection import parse_date_range
+from service.constants import MAX_POST_BODY_BYTES
+from service.exceptions import InvalidParameter, TooLarge, UnknownArchive
+from service.runtime import Runtime
+from service.web.responses import ArchiveResponse
+
+
+def _runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def _etag(manifest: Manifest) -> str:
+    return f'"{manifest.archive_id}"'
+
+
+def archive_response(request: Request, manifest: Manifest, *, filename: str) -> Response:
+    """The 200 stream (or 304 when the client already has these exact bytes)."""
+    runtime = _runtime(request)
+    etag = _etag(manifest)
+    if etag in {t.strip() for t in request.headers.get("if-none-match", "").split(",")}:
+        return Response(status_code=304, headers={"ETag": etag})
+    headers = {
+        "Content-Type": "application/zip",
+        "Content-Length": str(manifest.size),
+        "Content-Disposition": content_disposition(filename),
+        "ETag": etag,
+        "Last-Modified": formatdate(manifest.last_modified, usegmt=True),
+        # A live stream cannot honour Range; resumable downloads come from the cache.
+        "Accept-Ranges": "none",
+        "Cache-Control": "no-store",
+        # Tell nginx not to spool the stream to disk or memory (backpressure stays intact).
+        "X-Accel-Buffering": "no",
+        "X-Archive-Entries": str(len(manifest.entries)),
+    }
+
+    def body() -> AsyncIterator[bytes]:
+        return runtime.stream(manifest)
+
+    return ArchiveResponse(body, headers=headers)
+
+
+async def zip_range(request: Request) -> Response:
+    runtime = _runtime(request)
+    selection = parse_date_range(
+        request.query_params.get("from"),
+        request.query_params.get("to"),
+        max_days=runtime.settings.max_range_days,
+    )
+    manifest = await runtime.resolver.date_range(selection)
+    return archive_response(request, manifest, filename=manifest.filename)
+
+
+async def _json_body(request: Request) -> Any:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_POST_BODY_BYTES:
+        raise TooLarge(f"the request body is larger than {MAX_POST_BODY_BYTES} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_POST_BODY_BYTES:
+            raise TooLarge(f"the request body is larger than {MAX_POST_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    try:
+        return json.loads(b"".join(chunks))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidParameter(f"the body is not valid JSON: {exc}") from None
+
+
+async def create_archive(request: Request) -> Response:
+    runtime = _runtime(request)
+    manifest = await runtime.resolver.posted(await _json_body(request))
+    await runtime.manifests.put(manifest)
+    url = str(request.url_for("archive", archive_id=manifest.archive_id))
+    return JSONResponse(
+        {
+            "id": manifest.archive_id,
+            "url": url,
+            "size": manifest.size,
+            "entries": len(manifest.entries),
+            "filename": manifest.filename,
+            "renamed": manifest.renamed,
+        },
+        status_code=201,
+        headers={"Location": url},
+    )
+
+
+async def get_archive(request: Request) -> Response:
+    runtime = _runtime(request)
+    archive_id = request.path_params["archive_id"]
+    if not is_archive_id(archive_id):
+        raise UnknownArchive(f"no archive {archive_id!r}")
+    manifest = await runtime.manifests.get(archive_id)
+    return archive_response(request, manifest, filename=manifest.filename)
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok", "version": __version__})
+
+
+async def readyz(request: Request) -> Response:
+    """200 when every dependency answers; 503 naming those that do not."""
+    checks = await _runtime(request).check()
+    failed = {name: message for name, message in checks.items() if message != "ok"}
+    status = 503 if failed else 200
+    headers = {"Retry-After": "5"} if failed else None
+    return JSONResponse({"status": "degraded" if failed else "ok", "checks": checks},
+                        status_code=status, headers=headers)
+
