@@ -26,4 +26,4 @@ def create_app(settings: Settings | None = None) -> Starlette:
             logger.info("zipedge serving %s", settings.source)
             yield
 
-    return Starlette(routes=routes, exception_handlers=exception_handlers, lifespan=lifespan)  # type: ignore[arg-type]
+    return Starlette(routes=routes, exception_handlers=exception_handlers, lifespan=lifespan)

@@ -127,7 +127,7 @@ class RedisManifestStore:
         if blob is None:
             raise _unknown(archive_id)
         try:
-            return Manifest.from_json(blob)
+            return Manifest.from_json(blob if isinstance(blob, bytes) else blob.encode())
         except ValueError:
             raise _unknown(archive_id) from None
 

@@ -13,7 +13,6 @@ Only this module and `service.writer` know about the budget; sources just yield 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -28,6 +27,7 @@ from service.constants import (
     READ_CHUNK_BYTES,
 )
 from service.exceptions import ObjectChanged, SourceError, StreamAborted
+from service.sources.base import closing
 
 logger = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ class Prefetcher:
                 slot.done = True
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - handed to the writer, which aborts
+            except Exception as exc:  # handed to the writer, which aborts the stream
                 slot.error = exc
             slot.ready.set()
             if slot.error is not None:
@@ -194,7 +194,7 @@ class Prefetcher:
         """Read entry `index` from `slot.received` to its end. A failure keeps the bytes
         already handed over: the retry resumes after them."""
         entry = self._entries[index]
-        async with contextlib.aclosing(self._open(entry, slot.received)) as body:
+        async with closing(self._open(entry, slot.received)) as body:
             while slot.received < entry.size:
                 want = min(READ_CHUNK_BYTES, entry.size - slot.received)
                 await self._reserve(index, want)

@@ -56,8 +56,15 @@ class Limits:
 
 
 class Resolver:
-    def __init__(self, source: Source, origin: Reader | None, *, source_id: str, limits: Limits,
-                 http_allow: frozenset[str]) -> None:
+    def __init__(
+        self,
+        source: Source,
+        origin: Reader | None,
+        *,
+        source_id: str,
+        limits: Limits,
+        http_allow: frozenset[str],
+    ) -> None:
         self._source = source
         self._origin = origin
         self._source_id = source_id
@@ -70,9 +77,7 @@ class Resolver:
         if not objects:
             raise NothingSelected(f"no objects between {selection.start} and {selection.end}")
         self._limits.check(len(objects), sum(o.size for o in objects))
-        candidates = [
-            Candidate("key", o.key, o.key, o.size, o.etag, o.mtime, o.crc32) for o in objects
-        ]
+        candidates = [Candidate("key", o.key, o.key, o.size, o.etag, o.mtime, o.crc32) for o in objects]
         return build_manifest(candidates, source=self._source_id, filename=selection.filename())
 
     async def posted(self, body: Any) -> Manifest:

@@ -38,7 +38,9 @@ class Location:
                 raise ConfigError(f"{variable}: an S3 URL needs a bucket (s3://bucket/prefix)")
             prefix = parts.path.strip("/")
             return cls("s3", Path(), parts.netloc, f"{prefix}/" if prefix else "")
-        raise ConfigError(f"{variable}: unknown scheme in {value!r}; use file:///abs/dir or s3://bucket/prefix")
+        raise ConfigError(
+            f"{variable}: unknown scheme in {value!r}; use file:///abs/dir or s3://bucket/prefix"
+        )
 
     def __str__(self) -> str:
         if self.scheme == "file":
@@ -117,7 +119,9 @@ class Settings:
         if public_url and urlsplit(public_url).scheme not in ("http", "https"):
             raise ConfigError("ZIPEDGE_PUBLIC_URL: expected an http(s) URL")
 
-        hosts = frozenset(h.strip().lower().rstrip(".") for h in text("ZIPEDGE_HTTP_ALLOW").split(",") if h.strip())
+        hosts = frozenset(
+            h.strip().lower().rstrip(".") for h in text("ZIPEDGE_HTTP_ALLOW").split(",") if h.strip()
+        )
 
         data_dir = Path(text("ZIPEDGE_DATA_DIR") or base / "var")
         if not data_dir.is_absolute():

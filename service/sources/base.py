@@ -8,6 +8,7 @@ subclasses (and `ObjectNotFound`/`InvalidKey` for a bad key at stat time).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -56,3 +57,15 @@ class Source(Reader, Protocol):
     async def check(self) -> None:
         """Raise `DependencyUnavailable` if the source cannot be reached (for /readyz)."""
         ...
+
+
+@contextlib.asynccontextmanager
+async def closing(stream: AsyncIterator[bytes]) -> AsyncIterator[AsyncIterator[bytes]]:
+    """Like `contextlib.aclosing` for any byte iterator: an abandoned read (client gone,
+    stream aborted) closes its generator at once, which releases the connection."""
+    try:
+        yield stream
+    finally:
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()

@@ -121,6 +121,6 @@ async def readyz(request: Request) -> Response:
     failed = {name: message for name, message in checks.items() if message != "ok"}
     status = 503 if failed else 200
     headers = {"Retry-After": "5"} if failed else None
-    return JSONResponse({"status": "degraded" if failed else "ok", "checks": checks},
-                        status_code=status, headers=headers)
-
+    return JSONResponse(
+        {"status": "degraded" if failed else "ok", "checks": checks}, status_code=status, headers=headers
+    )

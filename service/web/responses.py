@@ -10,15 +10,15 @@ download, never a complete-looking archive with a hole.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 
 import anyio
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from service.exceptions import ZipedgeError
+from service.sources.base import closing
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,11 @@ class ArchiveResponse(Response):
         self.bytes_sent = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        start = {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        start: Message = {
+            "type": "http.response.start",
+            "status": self.status_code,
+            "headers": self.raw_headers,
+        }
         if scope.get("method") == "HEAD":
             await send(start)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -65,10 +69,10 @@ class ArchiveResponse(Response):
                     group.cancel_scope.cancel()
                     break
 
-    async def _stream(self, start: Mapping[str, object], send: Send) -> None:
+    async def _stream(self, start: Message, send: Send) -> None:
         await send(start)
         try:
-            async with contextlib.aclosing(self._body()) as body:
+            async with closing(self._body()) as body:
                 async for chunk in body:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                     self.bytes_sent += len(chunk)

@@ -8,7 +8,9 @@ import pytest
 
 from service.archive.manifest import Candidate, Entry, Manifest, build_manifest, is_archive_id
 
-E = Entry("2025/01/05/MH12AB1234-083015.jpg", "key", "2025/01/05/MH12AB1234-083015.jpg", 204800, "abc", 1736065815)
+E = Entry(
+    "2025/01/05/MH12AB1234-083015.jpg", "key", "2025/01/05/MH12AB1234-083015.jpg", 204800, "abc", 1736065815
+)
 
 
 def manifest(*entries: Entry, source: str = "s3://photos", filename: str = "a.zip") -> Manifest:

@@ -61,8 +61,9 @@ async def test_archive_is_exact_and_in_manifest_order(source: MemorySource) -> N
     manifest = await manifest_of(source)
     progress = Progress()
     archive = bytearray()
-    async for chunk in write_archive(manifest, opener(source), concurrency=3, budget=READ_CHUNK_BYTES,
-                                     progress=progress):
+    async for chunk in write_archive(
+        manifest, opener(source), concurrency=3, budget=READ_CHUNK_BYTES, progress=progress
+    ):
         archive += chunk
     assert len(archive) == manifest.size == progress.bytes_done == progress.bytes_total
     assert progress.entries_done == len(manifest.entries)
@@ -128,7 +129,8 @@ async def test_an_object_changed_since_listing_aborts_the_stream(source: MemoryS
 async def test_known_crc_mismatch_aborts(source: MemorySource) -> None:
     manifest = await manifest_of(source)
     entries = tuple(
-        Entry(e.name, e.kind, e.ref, e.size, e.etag, e.mtime, 12345 if e.size else 0) for e in manifest.entries
+        Entry(e.name, e.kind, e.ref, e.size, e.etag, e.mtime, 12345 if e.size else 0)
+        for e in manifest.entries
     )
     lying = Manifest(entries=entries, source=manifest.source)
     with pytest.raises(StreamAborted, match="CRC"):
