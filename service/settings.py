@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from service import constants
 from service.exceptions import ConfigError
+from service.sources.http import normalise_allow_hosts
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,9 +120,7 @@ class Settings:
         if public_url and urlsplit(public_url).scheme not in ("http", "https"):
             raise ConfigError("ZIPEDGE_PUBLIC_URL: expected an http(s) URL")
 
-        hosts = frozenset(
-            h.strip().lower().rstrip(".") for h in text("ZIPEDGE_HTTP_ALLOW").split(",") if h.strip()
-        )
+        hosts = normalise_allow_hosts(h for h in text("ZIPEDGE_HTTP_ALLOW").split(",") if h.strip())
 
         data_dir = Path(text("ZIPEDGE_DATA_DIR") or base / "var")
         if not data_dir.is_absolute():

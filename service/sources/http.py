@@ -1,0 +1,563 @@
+"""HTTP origins: absolute http(s) URLs (Cloudinary, any CDN) read through httpx.
+
+A URL meets three gates, each closing a way to make the service fetch what it should not:
+
+1. `validate_url`, at request time (400): http(s) only, no credentials, no fragment, a sane
+   port, and a host on the allow list (`ZIPEDGE_HTTP_ALLOW`; `*.example.com` = any subdomain).
+   The URL is parsed by httpx itself, so the host we check is the host httpx connects to
+   (no parser differential such as `https://evil\\@good/`).
+2. Every connection resolves the host once, refuses loopback, private, link-local
+   (169.254.169.254), multicast, unspecified and reserved addresses (unless `allow_private`),
+   and connects to the very address it checked. A DNS answer that changes between the check
+   and the connect (rebinding) therefore cannot send us elsewhere; TLS SNI, certificate
+   checks and the Host header still use the name.
+3. Redirects are followed by hand, at most `HTTP_MAX_REDIRECTS`, each target passing gate 1
+   again (another allowed host is fine, https→http is not); gate 2 applies to every hop.
+
+Refusals are `HostNotAllowed` (400) from `stat` (request time: the caller posted a URL that
+leads somewhere forbidden) and a non-retryable `SourceError` from `read` (stream time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import functools
+import ipaddress
+import re
+import socket
+from collections.abc import AsyncGenerator, Iterable, Iterator
+from email.utils import parsedate_to_datetime
+from typing import Any, cast
+
+import httpcore
+import httpx
+
+from service import __version__, constants
+from service.exceptions import (
+    ConfigError,
+    HostNotAllowed,
+    InvalidParameter,
+    ObjectChanged,
+    ObjectMissing,
+    ObjectNotFound,
+    RequestError,
+    SourceError,
+    SourceUnavailable,
+    ZipedgeError,
+)
+from service.sources.base import ObjectInfo
+
+__all__ = ["MAX_URL_CHARS", "HttpOrigin", "is_public_address", "normalise_allow_hosts", "validate_url"]
+
+#: Longest URL accepted in an archive entry (characters). Browsers and CDNs cap URLs near 2 KiB
+#: (older IE: 2083); anything longer is not a photo link.
+MAX_URL_CHARS = 2048
+
+#: HEAD answers after which `stat` asks again with a one-byte ranged GET: methods not
+#: supported, and 403 because URLs presigned for GET (S3-style) refuse HEAD.
+_HEAD_REFUSED = frozenset({403, 405, 501})
+
+#: Retryable answers besides 5xx: request timeout, too early, too many requests.
+_RETRYABLE_STATUS = frozenset({408, 425, 429})
+
+_CONTENT_RANGE = re.compile(r"bytes\s+(?:(?P<start>\d+)-\d+|\*)/(?P<total>\d+|\*)", re.ASCII | re.IGNORECASE)
+_DIGITS = re.compile(r"\d+", re.ASCII)
+
+_TIMEOUT = httpx.Timeout(constants.HTTP_READ_TIMEOUT_S, connect=constants.HTTP_CONNECT_TIMEOUT_S)
+
+#: NAT64's well-known prefix embeds an IPv4 address that a NAT64 gateway would reach.
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+def _user_agent() -> str:
+    return f"zipedge/{__version__}"
+
+
+# --- URL and address checks -----------------------------------------------------------------
+
+
+def normalise_allow_hosts(entries: Iterable[str]) -> frozenset[str]:
+    """The allow list in the form `validate_url` compares with: lower case, IDNA (punycode),
+    no trailing dot; `*.` kept on wildcard entries. Raises `ConfigError` on an entry that is
+    not a bare host name or IP address (call it at startup to fail early)."""
+    return _normalise_allow(frozenset(entries))
+
+
+@functools.lru_cache(maxsize=16)
+def _normalise_allow(entries: frozenset[str]) -> frozenset[str]:
+    # Cached: validate_url runs once per posted entry (up to 100k) with the same few hosts.
+    normalised: set[str] = set()
+    for entry in entries:
+        raw = entry.strip()
+        if not raw:
+            continue
+        wildcard = raw.startswith("*.")
+        name = raw[2:] if wildcard else raw
+        if ":" in name and not name.startswith("["):
+            name = f"[{name}]"  # a bare IPv6 address
+        try:
+            parsed = httpx.URL(f"http://{name}/")
+        except httpx.InvalidURL as exc:
+            raise ConfigError(f"HTTP allow list: {entry!r} is not a host name ({exc})") from exc
+        host = parsed.raw_host.decode("ascii").removesuffix(".")
+        if not host or parsed.port is not None or parsed.userinfo or parsed.raw_path != b"/":
+            raise ConfigError(f"HTTP allow list: {entry!r} is not a bare host name")
+        normalised.add(f"*.{host}" if wildcard else host)
+    return frozenset(normalised)
+
+
+def _host_allowed(host: str, allow: frozenset[str]) -> bool:
+    if host in allow:
+        return True
+    # "*.example.com" allows every subdomain at any depth, not example.com itself.
+    labels = host.split(".")
+    return any(f"*.{'.'.join(labels[i:])}" in allow for i in range(1, len(labels)))
+
+
+def validate_url(url: str, *, allow_hosts: frozenset[str]) -> str:
+    """The normalised form of `url` (lower-case scheme and host, punycode, no trailing dot,
+    no default port, dot segments resolved), or `HostNotAllowed` / `InvalidParameter`.
+
+    Pure: no DNS. Address checks happen when connecting (see `HttpOrigin`)."""
+    if len(url) > MAX_URL_CHARS:
+        raise InvalidParameter(f"URL longer than {MAX_URL_CHARS} characters")
+    if any(ch <= " " or ch in "\x7f\\" for ch in url):
+        # httpx would quietly percent-encode these; a real photo URL never has them raw.
+        raise InvalidParameter(f"URL contains whitespace, control characters or a backslash: {url!r}")
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise InvalidParameter(f"malformed URL {url!r}: {exc}") from exc
+    if not parsed.scheme:
+        raise InvalidParameter(f"not an absolute URL: {url!r}")
+    if parsed.scheme not in ("http", "https"):
+        raise HostNotAllowed(f"URL scheme {parsed.scheme!r} not allowed (http or https only): {url!r}")
+    if parsed.userinfo:
+        raise HostNotAllowed("URLs with credentials (user:password@) are not allowed")  # not echoed back
+    if "#" in url:
+        raise HostNotAllowed(f"URLs with a fragment (#...) are not allowed: {url!r}")
+    host = parsed.raw_host.decode("ascii").removesuffix(".")
+    if not host:
+        raise InvalidParameter(f"URL has no host: {url!r}")
+    if parsed.port is not None and not 1 <= parsed.port <= 65535:
+        raise InvalidParameter(f"URL port {parsed.port} out of range: {url!r}")
+    if not _host_allowed(host, _normalise_allow(allow_hosts)):
+        raise HostNotAllowed(f"host {host!r} is not in the HTTP allow list (ZIPEDGE_HTTP_ALLOW)")
+    return str(parsed.copy_with(host=host))
+
+
+def is_public_address(address: str) -> bool:
+    """Whether an IP address may be fetched from: not loopback, private (RFC 1918, ULA),
+    shared (CGNAT), link-local (cloud metadata), multicast, unspecified or reserved,
+    also when wrapped in an IPv4-mapped, NAT64 or 6to4 IPv6 address."""
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        elif ip in _NAT64:
+            ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        elif ip.sixtofour is not None and not is_public_address(str(ip.sixtofour)):
+            return False
+    # is_global alone lets multicast through (224.0.0.0/4 and ff00::/8 are "global").
+    return ip.is_global and not (
+        ip.is_multicast
+        or ip.is_private
+        or ip.is_loopback
+        or ip.is_link_local
+        or ip.is_unspecified
+        or ip.is_reserved
+    )
+
+
+class _AddressRefused(Exception):
+    """Raised inside the transport; the boundary turns it into HostNotAllowed or SourceError."""
+
+
+class _PinningBackend(httpcore.AsyncNetworkBackend):
+    """Resolves once, checks every address, then connects to a checked address itself."""
+
+    def __init__(self, *, allow_private: bool) -> None:
+        self._allow_private = allow_private
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 -- httpcore's signature
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        addresses = await _resolve(host, port, limit_s=timeout)
+        if not self._allow_private:
+            for address in addresses:
+                # Refuse the host if any answer is internal: a name mixing public and private
+                # addresses is an attack or a misconfiguration, never a photo CDN.
+                if not is_public_address(address):
+                    raise _AddressRefused(f"host {host!r} resolves to the non-public address {address}")
+        failure: Exception | None = None
+        # In the resolver's order (RFC 6724), each with the full connect timeout; no happy eyeballs.
+        for address in addresses:
+            try:
+                return await self._inner.connect_tcp(
+                    address, port, timeout=timeout, local_address=local_address, socket_options=socket_options
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                failure = exc
+        assert failure is not None  # _resolve never returns an empty list
+        raise failure
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 -- httpcore's signature
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise httpcore.ConnectError("HTTP origins never use Unix sockets")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+async def _resolve(host: str, port: int, *, limit_s: float | None) -> list[str]:
+    try:
+        async with asyncio.timeout(limit_s):
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except TimeoutError as exc:
+        raise httpcore.ConnectTimeout(f"resolving {host!r} timed out") from exc
+    except (OSError, UnicodeError) as exc:
+        # Mapped by httpx to ConnectError, hence SourceUnavailable: DNS failures are often brief.
+        raise httpcore.ConnectError(f"cannot resolve {host!r}: {exc}") from exc
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    if not addresses:
+        raise httpcore.ConnectError(f"{host!r} has no address")
+    return addresses
+
+
+class _PinnedTransport(httpx.AsyncHTTPTransport):
+    """httpx's own transport, connecting through `_PinningBackend`.
+
+    httpx 0.28 takes no network backend, but its transport hands every request to
+    `self._pool`, so we replace that pool with an identical one built with ours. httpx
+    0.28.1 is the last httpx release (shared/notes/ecosystem.md), so this seam does not
+    move; tests/sources/test_http.py checks the guard end to end through a real socket.
+    """
+
+    def __init__(self, *, allow_private: bool, limits: httpx.Limits) -> None:
+        ssl_context = httpx.create_ssl_context(trust_env=False)
+        super().__init__(verify=ssl_context, limits=limits, trust_env=False)
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=ssl_context,
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=_PinningBackend(allow_private=allow_private),
+        )
+
+
+# --- error translation ----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _translated(url: str, *, reading: bool) -> Iterator[None]:
+    """Turn httpx errors and our refusals into zipedge errors, the most specific that fits.
+
+    `reading` says we are inside `read`, where the Reader contract wants SourceErrors only:
+    refusals then become non-retryable SourceErrors instead of 400s."""
+    try:
+        yield
+    except _AddressRefused as exc:
+        error: type[ZipedgeError] = SourceError if reading else HostNotAllowed
+        raise error(f"{url}: {exc}") from exc
+    except RequestError as exc:  # validate_url on the URL or a redirect target
+        if not reading:
+            raise
+        raise SourceError(f"{url}: {exc.message}") from exc
+    except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+        # Connect/read/write/pool timeouts, resets, a body cut short: worth resuming.
+        raise SourceUnavailable(f"{url}: {_describe(exc)}") from exc
+    except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError, httpx.CookieConflict) as exc:
+        # The rest (local protocol errors, unsupported protocol...) would fail again.
+        raise SourceError(f"{url}: {_describe(exc)}") from exc
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _raise_for_status(response: httpx.Response, url: str, *, missing: type[ZipedgeError]) -> None:
+    status = response.status_code
+    if 200 <= status < 300:
+        return
+    message = f"{url}: HTTP {status} {response.reason_phrase}".rstrip()
+    if status in (404, 410):
+        raise missing(message)
+    if status >= 500 or status in _RETRYABLE_STATUS:
+        raise SourceUnavailable(message)
+    # Other 4xx, and 3xx we do not follow (304, a redirect without Location, too many hops).
+    raise SourceError(message)
+
+
+def _require_identity(response: httpx.Response, url: str) -> None:
+    encoding = _header(response.headers, "content-encoding").lower()
+    if encoding not in ("", "identity"):
+        # Its length and bytes are not the stored object's: the archive would be wrong.
+        raise SourceError(f"{url}: origin sent Content-Encoding {encoding!r} although identity was asked for")
+
+
+# --- header parsing ---------------------------------------------------------------------------
+
+
+def _header(headers: httpx.Headers, name: str) -> str:
+    value: str = headers.get(name, "")  # typed Any by httpx
+    return value.strip()
+
+
+def _validator(headers: httpx.Headers) -> str:
+    """The object's validator as `ObjectInfo.etag` holds it: a strong ETag without quotes
+    (`abc`), a weak one as `W/abc` (so `read` knows not to use it in If-Range), else the
+    Last-Modified date as sent (an HTTP-date always has spaces, an ETag never), else ""."""
+    etag = _header(headers, "etag")
+    if not etag:
+        return _header(headers, "last-modified")
+    weak = etag.startswith("W/")
+    opaque = etag[2:] if weak else etag
+    if len(opaque) >= 2 and opaque[0] == opaque[-1] == '"':
+        opaque = opaque[1:-1]
+    return f"W/{opaque}" if weak else opaque
+
+
+def _same_validator(actual: str, expected: str) -> bool:
+    # Weak comparison (RFC 9110 §8.8.3.2): some servers weaken an ETag on one answer only.
+    return bool(actual) and actual.removeprefix("W/") == expected.removeprefix("W/")
+
+
+def _mtime(headers: httpx.Headers) -> int:
+    value = _header(headers, "last-modified")
+    if not value:
+        return 0
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return 0
+    if when.tzinfo is None:  # "-0000" means UTC; timestamp() would take it as local time
+        when = when.replace(tzinfo=datetime.UTC)
+    return max(0, int(when.timestamp()))
+
+
+def _int_header(headers: httpx.Headers, name: str) -> int | None:
+    value = _header(headers, name)
+    return int(value) if _DIGITS.fullmatch(value) else None
+
+
+def _content_range(headers: httpx.Headers) -> tuple[int | None, int | None]:
+    """(first byte, total size) from Content-Range; None where absent or `*`."""
+    match = _CONTENT_RANGE.fullmatch(_header(headers, "content-range"))
+    if match is None:
+        return None, None
+    start = int(match["start"]) if match["start"] is not None else None
+    total = int(match["total"]) if match["total"] != "*" else None
+    return start, total
+
+
+def _range_headers(offset: int, etag: str) -> dict[str, str]:
+    if offset == 0:
+        return {}
+    headers = {"Range": f"bytes={offset}-"}
+    # If-Range makes "the rest, if unchanged" one atomic question. A weak ETag must not be
+    # used there (RFC 9110 §13.1.5): we then rely on comparing the answer's validator.
+    if etag and not etag.startswith("W/"):
+        headers["If-Range"] = etag if " " in etag else f'"{etag}"'
+    return headers
+
+
+# --- the origin -----------------------------------------------------------------------------
+
+
+class HttpOrigin:
+    """Reads absolute http(s) URLs; implements `service.sources.base.Reader`.
+
+    Keys are URLs; `stat` returns them normalised (`validate_url`). The client we build
+    carries the address guard and pinning; an injected `client` is used as is (tests, or a
+    caller that brings its own transport), so it gets the allow list and redirect rules but
+    NOT the address checks.
+    """
+
+    def __init__(
+        self,
+        *,
+        allow_hosts: frozenset[str],
+        allow_private: bool = False,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self._allow = normalise_allow_hosts(allow_hosts)
+        self._owns_client = client is None
+        if client is None:
+            # Keep every idle connection: a stream fetches many small photos from few hosts,
+            # and a new TLS handshake costs more than an idle socket.
+            limits = httpx.Limits(
+                max_connections=constants.HTTP_MAX_CONNECTIONS,
+                max_keepalive_connections=constants.HTTP_MAX_CONNECTIONS,
+            )
+            client = httpx.AsyncClient(
+                # The client ignores `limits=` when given a transport, so they go there.
+                transport=_PinnedTransport(allow_private=allow_private, limits=limits),
+                timeout=_TIMEOUT,
+                follow_redirects=False,
+                trust_env=False,  # no proxy or netrc from the environment: they would bypass the guard
+                headers={"User-Agent": _user_agent()},
+            )
+        self._client = client
+
+    def __repr__(self) -> str:
+        return f"HttpOrigin(allow_hosts={sorted(self._allow)!r})"
+
+    async def stat(self, key: str) -> ObjectInfo:
+        url = validate_url(key, allow_hosts=self._allow)
+        with _translated(url, reading=False):
+            response = await self._open("HEAD", url, {})
+            await response.aclose()
+            if response.status_code in _HEAD_REFUSED or (
+                response.is_success and _int_header(response.headers, "content-length") is None
+            ):
+                # Headers are all we need; closing at once means a server that ignores the
+                # range and starts sending the whole object costs us nothing more.
+                response = await self._open("GET", url, {"Range": "bytes=0-0"})
+                await response.aclose()
+        size, headers = _stat_size(response, url), response.headers
+        return ObjectInfo(key=url, size=size, etag=_validator(headers), mtime=_mtime(headers))
+
+    async def read(self, key: str, *, offset: int = 0, etag: str = "") -> AsyncGenerator[bytes, None]:
+        # Typed as the async generator it is (a subtype of the protocol's AsyncIterator) so
+        # callers can hand it to contextlib.aclosing.
+        if offset < 0:
+            raise ValueError(f"negative offset {offset}")
+        with _translated(key, reading=True):
+            url = validate_url(key, allow_hosts=self._allow)
+            response = await self._open("GET", url, _range_headers(offset, etag))
+        try:
+            if _nothing_left(response, url, offset):
+                return
+            _raise_for_status(response, url, missing=ObjectMissing)
+            _require_identity(response, url)
+            _check_read_answer(response, url, offset=offset, etag=etag)
+            async with contextlib.aclosing(_body(response, url)) as body:
+                async for chunk in body:
+                    yield chunk
+        finally:
+            await response.aclose()
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self._client.aclose()
+
+    async def _open(self, method: str, url: str, headers: dict[str, str]) -> httpx.Response:
+        """Send the request and follow redirects ourselves; the caller closes the response."""
+        # Accept-Encoding identity: a photo re-compressed on the fly would change length and bytes.
+        headers = {"Accept-Encoding": "identity", **headers}
+        first = url
+        for _ in range(constants.HTTP_MAX_REDIRECTS + 1):
+            request = self._client.build_request(method, url, headers=headers)
+            response = await self._client.send(request, stream=True, follow_redirects=False)
+            if not response.is_redirect:
+                return response
+            await response.aclose()
+            url = self._redirect_target(response, url)
+        raise SourceError(f"{first}: more than {constants.HTTP_MAX_REDIRECTS} redirects")
+
+    def _redirect_target(self, response: httpx.Response, url: str) -> str:
+        location = response.headers["location"]
+        try:
+            target = response.url.join(location).copy_with(fragment=None)
+        except httpx.InvalidURL as exc:
+            raise SourceError(f"{url}: redirect to a malformed Location {location!r}") from exc
+        if response.url.scheme == "https" and target.scheme == "http":
+            raise HostNotAllowed(f"{url}: redirect from https to plain http refused ({target})")
+        try:
+            return validate_url(str(target), allow_hosts=self._allow)
+        except InvalidParameter as exc:  # the origin's fault, not the caller's
+            raise SourceError(f"{url}: redirect to an unusable URL: {exc.message}") from exc
+        except HostNotAllowed as exc:
+            raise HostNotAllowed(f"{url}: redirects outside the allow list: {exc.message}") from exc
+
+
+async def _body(response: httpx.Response, url: str) -> AsyncGenerator[bytes, None]:
+    """The body in pieces of `READ_CHUNK_BYTES` (the last one shorter), checked for length.
+
+    Bytes that arrived before a failure are yielded before the error, so the caller resumes
+    right after them. (httpx's own `aiter_raw(chunk_size)` would hold up to a chunk back and
+    drop it on an error.) `aiter_raw`, not `aiter_bytes`: no decoding, ever."""
+    expected = _int_header(response.headers, "content-length")
+    received = 0
+    pending = bytearray()
+    failure: SourceError | None = None
+    # httpx types aiter_raw as an AsyncIterator; it is an async generator, closed here so an
+    # abandoned read leaves nothing for the garbage collector.
+    raw = cast(AsyncGenerator[bytes, None], response.aiter_raw())
+    async with contextlib.aclosing(raw):
+        try:
+            with _translated(url, reading=True):
+                async for data in raw:
+                    received += len(data)
+                    pending += data
+                    while len(pending) >= constants.READ_CHUNK_BYTES:
+                        yield bytes(pending[: constants.READ_CHUNK_BYTES])
+                        del pending[: constants.READ_CHUNK_BYTES]
+        except SourceError as exc:
+            failure = exc
+    if pending:
+        yield bytes(pending)
+    if failure is not None:
+        raise failure
+    if expected is not None and received < expected:
+        # h11 raises on a short body itself; this catches any transport that does not.
+        raise SourceUnavailable(f"{url}: body ended after {received} of {expected} bytes")
+    if expected is not None and received > expected:
+        raise SourceError(f"{url}: body longer than its Content-Length {expected}")
+
+
+def _stat_size(response: httpx.Response, url: str) -> int:
+    if response.status_code == 416 and _content_range(response.headers)[1] == 0:
+        return 0  # bytes=0-0 of an empty object
+    _raise_for_status(response, url, missing=ObjectNotFound)
+    _require_identity(response, url)
+    if response.status_code == 206:
+        size = _content_range(response.headers)[1]
+    else:
+        size = _int_header(response.headers, "content-length")
+    if size is None:
+        raise SourceError(f"{url}: origin gives no size (no Content-Length, no Content-Range total)")
+    return size
+
+
+def _nothing_left(response: httpx.Response, url: str, offset: int) -> bool:
+    """A resume at exactly the end (the last bytes arrived, the connection died before the
+    body's end was seen) gets 416 with the total size: nothing to read, nothing wrong."""
+    if offset == 0 or response.status_code != 416:
+        return False
+    _, total = _content_range(response.headers)
+    if total == offset:
+        return True
+    raise ObjectChanged(f"{url}: range from byte {offset} not satisfiable (size now {total})")
+
+
+def _check_read_answer(response: httpx.Response, url: str, *, offset: int, etag: str) -> None:
+    validator = _validator(response.headers)
+    changed = bool(etag) and not _same_validator(validator, etag)
+    if changed:
+        raise ObjectChanged(f"{url}: validator is now {validator or 'missing'!r}, the manifest has {etag!r}")
+    status = response.status_code
+    if offset == 0:
+        if status != 200:
+            raise SourceError(f"{url}: HTTP {status} to a plain GET")
+        return
+    if status == 200:
+        # Same validator (or none known) and still the whole body: ranges are not supported.
+        # Reading past `offset` bytes to resume would cost the whole object again; fail instead.
+        raise ObjectChanged(f"{url}: origin answered a ranged GET with the whole object (no range support)")
+    start, _ = _content_range(response.headers)
+    if status != 206 or start != offset:
+        raise SourceError(f"{url}: HTTP {status}, Content-Range start {start}, to a range from byte {offset}")
