@@ -74,6 +74,25 @@ S3_CONNECT_TIMEOUT_S = 5.0
 #: Keys per ListObjectsV2 page (the S3 maximum).
 S3_LIST_PAGE = 1000
 
+# --- cache ------------------------------------------------------------------------------
+
+#: Redirect URLs are signed at the start of a window of this many seconds, so every
+#: request within it gets the byte-identical URL (one CDN cache entry per window).
+DEFAULT_REDIRECT_WINDOW_S = 3600
+
+#: A redirect URL stays valid at least this long after it is handed out (seconds).
+DEFAULT_REDIRECT_MIN_VALIDITY_S = 3600
+
+#: How far (bytes) a cache write may fall behind its stream before it is dropped: the
+#: client's download is never slowed by the cache.
+TEE_MAX_LAG_BYTES = 24 * MiB
+
+# --- Redis -------------------------------------------------------------------------------
+
+#: Connect and command timeout (seconds): a Redis outage must degrade a request (no
+#: cache write, no shared listing), not hang it.
+REDIS_SOCKET_TIMEOUT_S = 1.0
+
 # --- limits --------------------------------------------------------------------------------
 
 #: Longest date range accepted (days, both ends inclusive). DESIGN.md §7.

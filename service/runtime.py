@@ -1,19 +1,32 @@
 """The process-wide objects a request needs, built once from `Settings` in the lifespan:
 one S3 client (pool sized to the fetch concurrency), one HTTP origin client, one Redis
-client, the source, the manifest store and the resolver."""
+client, the source, the manifest store, the archive cache and the build lock."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis import asyncio as aioredis
 
 from service.archive.manifest import Entry, Manifest
-from service.constants import S3_POOL_HEADROOM
-from service.exceptions import ConfigError, ZipedgeError
+from service.cache.lock import BuildLock, LocalBuildLock, RedisBuildLock
+from service.cache.presign import Credentials
+from service.cache.store import (
+    ArchiveCache,
+    CachedArchive,
+    CacheWriteFailed,
+    FolderArchiveCache,
+    S3ArchiveCache,
+    S3Signing,
+)
+from service.cache.tee import Build, Tee
+from service.constants import REDIS_SOCKET_TIMEOUT_S, S3_POOL_HEADROOM, TEE_MAX_LAG_BYTES
+from service.exceptions import ConfigError, DependencyUnavailable, ZipedgeError
 from service.manifests import FolderManifestStore, ManifestStore, RedisManifestStore
 from service.resolver import Limits, Resolver
 from service.settings import Settings
@@ -22,6 +35,8 @@ from service.sources.folder import FolderSource
 from service.sources.http import HttpOrigin
 from service.writer import Progress, write_archive
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass
 class Runtime:
@@ -29,9 +44,12 @@ class Runtime:
     source: Source
     origin: Reader | None
     manifests: ManifestStore
+    cache: ArchiveCache | None = None
+    lock: BuildLock = field(default_factory=LocalBuildLock)
     redis: aioredis.Redis | None = None
     s3_client: Any = None
     active_streams: int = 0
+    builds: set[Build] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.resolver = Resolver(
@@ -49,31 +67,117 @@ class Runtime:
             return self.origin.read(entry.ref, offset=offset, etag=entry.etag)
         return self.source.read(entry.ref, offset=offset, etag=entry.etag)
 
+    def write(self, manifest: Manifest, progress: Progress | None = None) -> AsyncIterator[bytes]:
+        return write_archive(
+            manifest,
+            self.open_entry,
+            concurrency=self.settings.fetch_concurrency,
+            budget=self.settings.prefetch_bytes,
+            progress=progress,
+        )
+
+    async def cached(self, manifest: Manifest) -> CachedArchive | None:
+        """The cache object of this manifest, if built. A cache that cannot be asked is
+        treated as a miss: the source may still be fine to stream from."""
+        if self.cache is None:
+            return None
+        try:
+            return await self.cache.lookup(manifest.archive_id)
+        except DependencyUnavailable as exc:
+            logger.warning("cache lookup failed, streaming instead: %s", exc.message)
+            return None
+
+    async def _tee(self, manifest: Manifest) -> Tee | None:
+        if self.cache is None:
+            return None
+        lease = await self.lock.try_acquire(manifest.archive_id)
+        if lease is None:
+            return None  # someone else is building it: stream without teeing
+        try:
+            writer = await self.cache.writer(manifest.archive_id, manifest.size, manifest.filename)
+        except (CacheWriteFailed, DependencyUnavailable) as exc:
+            logger.warning("cache write of %s not started: %s", manifest.archive_id, exc.message)
+            await lease.release()
+            return None
+        return Tee(writer, lease, max_lag=TEE_MAX_LAG_BYTES, archive_id=manifest.archive_id)
+
     async def stream(self, manifest: Manifest) -> AsyncIterator[bytes]:
-        """The archive's bytes; `StreamAborted` if an object cannot be read."""
-        progress = Progress()
+        """The archive's bytes for one client, teed into the cache when this stream wins
+        the build lock. Raises `StreamAborted` if an object cannot be read."""
         self.active_streams += 1
         try:
-            async for chunk in write_archive(
-                manifest,
-                self.open_entry,
-                concurrency=self.settings.fetch_concurrency,
-                budget=self.settings.prefetch_bytes,
-                progress=progress,
-            ):
-                yield chunk
+            tee = await self._tee(manifest)
+            if tee is None:
+                async for chunk in self.write(manifest):
+                    yield chunk
+                return
+            build = Build(self.write(manifest), tee)
+            self.builds.add(build)
+            build.task.add_done_callback(lambda _: self._forget(build))
+            try:
+                async for chunk in build.client_chunks():
+                    yield chunk
+            finally:
+                build.detach(finish=self.settings.finish_on_disconnect)
         finally:
             self.active_streams -= 1
 
+    def _forget(self, build: Build) -> None:
+        # Keep the build referenced until its cache write is settled too.
+        build.tee.task.add_done_callback(lambda _: self.builds.discard(build))
+
+    async def shutdown(self) -> None:
+        """Stop background builds; their uploads are aborted, nothing partial remains."""
+        for build in list(self.builds):
+            build.detach(finish=False)
+            build.tee.drop("shutting down")
+        await asyncio.gather(*(b.wait() for b in list(self.builds)), return_exceptions=True)
+
     async def check(self) -> dict[str, str]:
+        probes: dict[str, Any] = {"source": self.source.check, "manifests": self.manifests.check}
+        if self.cache is not None:
+            probes["cache"] = self.cache.check
+        if self.redis is not None:
+            probes["redis"] = self._ping_redis
         results: dict[str, str] = {}
-        for name, probe in (("source", self.source.check), ("manifests", self.manifests.check)):
+        for name, probe in probes.items():
             try:
                 await probe()
                 results[name] = "ok"
             except ZipedgeError as exc:
                 results[name] = exc.message
         return results
+
+    async def _ping_redis(self) -> None:
+        assert self.redis is not None
+        try:
+            await self.redis.ping()
+        except Exception as exc:  # any failure here means "not ready"
+            raise DependencyUnavailable(f"redis: {exc}") from exc
+
+
+async def _s3_cache(settings: Settings, client: Any) -> S3ArchiveCache:
+    assert settings.cache is not None
+    endpoint = settings.s3.endpoint_url
+    region = settings.s3.region or "us-east-1"
+    origin = endpoint or f"https://s3.{region}.amazonaws.com"
+    credentials = None
+    if settings.s3.access_key and settings.s3.secret_key:
+        credentials = Credentials(settings.s3.access_key, settings.s3.secret_key)
+    signing = S3Signing(
+        origin=origin,
+        region=region,
+        window_s=settings.redirect_window_s,
+        min_validity_s=settings.redirect_min_validity_s,
+        public_url=settings.public_url,
+        path_style=bool(endpoint),
+        credentials=credentials,
+    )
+    cache = S3ArchiveCache(
+        client, bucket=settings.cache.bucket, prefix=settings.cache.prefix, signing=signing
+    )
+    await cache.prepare()
+    return cache
 
 
 @contextlib.asynccontextmanager
@@ -108,18 +212,36 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
 
         redis: aioredis.Redis | None = None
         manifests: ManifestStore
+        lock: BuildLock
         if settings.redis_url:
-            redis = aioredis.Redis.from_url(settings.redis_url)
+            # Short timeouts: a Redis outage must degrade requests, not hang them.
+            redis = aioredis.Redis.from_url(
+                settings.redis_url,
+                socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
+                socket_timeout=REDIS_SOCKET_TIMEOUT_S,
+            )
             stack.push_async_callback(redis.aclose)
             manifests = RedisManifestStore(redis)
+            lock = RedisBuildLock(redis)
         else:
             manifests = FolderManifestStore(settings.data_dir / "manifests")
+            lock = LocalBuildLock()
 
-        yield Runtime(
+        cache: ArchiveCache | None = None
+        if settings.cache is not None and settings.cache.scheme == "s3":
+            cache = await _s3_cache(settings, s3_client)
+        elif settings.cache is not None:
+            cache = FolderArchiveCache(settings.cache.path)
+
+        runtime = Runtime(
             settings=settings,
             source=source,
             origin=origin,
             manifests=manifests,
+            cache=cache,
+            lock=lock,
             redis=redis,
             s3_client=s3_client,
         )
+        stack.push_async_callback(runtime.shutdown)
+        yield runtime

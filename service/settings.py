@@ -18,6 +18,48 @@ from service.exceptions import ConfigError
 from service.sources.http import normalise_allow_hosts
 
 
+class _Environment:
+    """Typed reads of environment variables, each failing with the variable's name."""
+
+    def __init__(self, raw: Mapping[str, str]) -> None:
+        self.raw = raw
+
+    def text(self, name: str, default: str = "") -> str:
+        return self.raw.get(name, default).strip()
+
+    def integer(self, name: str, default: int, minimum: int = 1) -> int:
+        raw = self.text(name)
+        if not raw:
+            return default
+        try:
+            value = int(raw.replace("_", ""))
+        except ValueError:
+            raise ConfigError(f"{name}: expected a whole number, got {raw!r}") from None
+        if value < minimum:
+            raise ConfigError(f"{name}: must be at least {minimum}, got {value}")
+        return value
+
+    def flag(self, name: str) -> bool:
+        raw = self.text(name).lower()
+        if raw in ("", "0", "false", "no", "off"):
+            return False
+        if raw in ("1", "true", "yes", "on"):
+            return True
+        raise ConfigError(f"{name}: expected true or false, got {raw!r}")
+
+    def choice(self, name: str, options: tuple[str, ...]) -> str:
+        raw = self.text(name).lower() or options[0]
+        if raw not in options:
+            raise ConfigError(f"{name}: expected one of {', '.join(options)}, got {raw!r}")
+        return raw
+
+    def url(self, name: str, schemes: tuple[str, ...]) -> str:
+        raw = self.text(name)
+        if raw and urlsplit(raw).scheme not in schemes:
+            raise ConfigError(f"{name}: expected a {'/'.join(schemes)} URL, got {raw!r}")
+        return raw
+
+
 @dataclass(frozen=True, slots=True)
 class Location:
     """Where objects live: a folder (`file:///abs/dir`) or S3 (`s3://bucket/prefix`)."""
@@ -71,38 +113,19 @@ class Settings:
     max_bytes: int
     fetch_concurrency: int
     prefetch_bytes: int
+    redirect_window_s: int
+    redirect_min_validity_s: int
+    finish_on_disconnect: bool
     s3: S3Settings
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *, cwd: Path | None = None) -> Settings:
-        env = os.environ if environ is None else environ
+        env = _Environment(os.environ if environ is None else environ)
+        text, integer = env.text, env.integer
         base = (cwd or Path.cwd()).resolve()
 
-        def text(name: str, default: str = "") -> str:
-            return env.get(name, default).strip()
-
-        def integer(name: str, default: int, minimum: int = 1) -> int:
-            raw = text(name)
-            if not raw:
-                return default
-            try:
-                value = int(raw.replace("_", ""))
-            except ValueError:
-                raise ConfigError(f"{name}: expected a whole number, got {raw!r}") from None
-            if value < minimum:
-                raise ConfigError(f"{name}: must be at least {minimum}, got {value}")
-            return value
-
-        def flag(name: str) -> bool:
-            raw = text(name).lower()
-            if raw in ("", "0", "false", "no", "off"):
-                return False
-            if raw in ("1", "true", "yes", "on"):
-                return True
-            raise ConfigError(f"{name}: expected true or false, got {raw!r}")
-
         source = Location.parse("ZIPEDGE_SOURCE", text("ZIPEDGE_SOURCE") or f"file://{base / 'var' / 'demo'}")
-        cache_raw = env.get("ZIPEDGE_CACHE")
+        cache_raw = env.raw.get("ZIPEDGE_CACHE")
         if cache_raw is None:
             cache_raw = f"file://{base / 'var' / 'cache'}"
         cache = Location.parse("ZIPEDGE_CACHE", cache_raw.strip()) if cache_raw.strip() else None
@@ -113,12 +136,8 @@ class Settings:
             access_key=text("AWS_ACCESS_KEY_ID") or None,
             secret_key=text("AWS_SECRET_ACCESS_KEY") or None,
         )
-        redis_url = text("ZIPEDGE_REDIS_URL")
-        if redis_url and urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
-            raise ConfigError("ZIPEDGE_REDIS_URL: expected redis://host:port/db")
-        public_url = text("ZIPEDGE_PUBLIC_URL") or (s3.endpoint_url or "")
-        if public_url and urlsplit(public_url).scheme not in ("http", "https"):
-            raise ConfigError("ZIPEDGE_PUBLIC_URL: expected an http(s) URL")
+        redis_url = env.url("ZIPEDGE_REDIS_URL", ("redis", "rediss", "unix"))
+        public_url = env.url("ZIPEDGE_PUBLIC_URL", ("http", "https"))
 
         hosts = normalise_allow_hosts(h for h in text("ZIPEDGE_HTTP_ALLOW").split(",") if h.strip())
 
@@ -133,7 +152,7 @@ class Settings:
             redis_url=redis_url,
             public_url=public_url.rstrip("/"),
             http_allow=hosts,
-            http_allow_private=flag("ZIPEDGE_HTTP_ALLOW_PRIVATE"),
+            http_allow_private=env.flag("ZIPEDGE_HTTP_ALLOW_PRIVATE"),
             max_range_days=integer("ZIPEDGE_MAX_RANGE_DAYS", constants.DEFAULT_MAX_RANGE_DAYS),
             max_entries=integer("ZIPEDGE_MAX_ENTRIES", constants.DEFAULT_MAX_ENTRIES),
             max_bytes=integer("ZIPEDGE_MAX_BYTES", constants.DEFAULT_MAX_BYTES),
@@ -141,6 +160,11 @@ class Settings:
             prefetch_bytes=integer(
                 "ZIPEDGE_PREFETCH_BYTES", constants.DEFAULT_PREFETCH_BYTES, constants.READ_CHUNK_BYTES
             ),
+            redirect_window_s=integer("ZIPEDGE_REDIRECT_WINDOW_S", constants.DEFAULT_REDIRECT_WINDOW_S),
+            redirect_min_validity_s=integer(
+                "ZIPEDGE_REDIRECT_MIN_VALIDITY_S", constants.DEFAULT_REDIRECT_MIN_VALIDITY_S
+            ),
+            finish_on_disconnect=env.choice("ZIPEDGE_TEE_ON_DISCONNECT", ("finish", "abort")) == "finish",
             s3=s3,
         )
 

@@ -32,6 +32,11 @@ def _etag(st: os.stat_result) -> str:
     return f"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}"
 
 
+def _close_opened(opening: asyncio.Future[tuple[BinaryIO, bytes]]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result()[0].close()
+
+
 class FolderSource:
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
@@ -112,7 +117,13 @@ class FolderSource:
             raise
 
     async def read(self, key: str, *, offset: int = 0, etag: str = "") -> AsyncIterator[bytes]:
-        handle, chunk = await asyncio.to_thread(self._open_sync, key, offset, etag)
+        opening = asyncio.ensure_future(asyncio.to_thread(self._open_sync, key, offset, etag))
+        try:
+            handle, chunk = await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            # The thread finishes the open regardless; close what it opens.
+            opening.add_done_callback(_close_opened)
+            raise
         try:
             while chunk:
                 yield chunk

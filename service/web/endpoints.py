@@ -8,12 +8,13 @@ from email.utils import formatdate
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 
 from service import __version__
 from service.archive.manifest import Manifest, is_archive_id
 from service.archive.names import content_disposition
 from service.archive.selection import parse_date_range
+from service.cache.store import FolderArchiveCache
 from service.constants import MAX_POST_BODY_BYTES
 from service.exceptions import InvalidParameter, TooLarge, UnknownArchive
 from service.runtime import Runtime
@@ -29,12 +30,20 @@ def _etag(manifest: Manifest) -> str:
     return f'"{manifest.archive_id}"'
 
 
-def archive_response(request: Request, manifest: Manifest, *, filename: str) -> Response:
-    """The 200 stream (or 304 when the client already has these exact bytes)."""
+async def archive_response(request: Request, manifest: Manifest, *, filename: str) -> Response:
+    """A redirect to the cached archive, else the 200 stream (or 304 when the client
+    already has these exact bytes)."""
     runtime = _runtime(request)
     etag = _etag(manifest)
     if etag in {t.strip() for t in request.headers.get("if-none-match", "").split(",")}:
         return Response(status_code=304, headers={"ETag": etag})
+    if runtime.cache is not None and await runtime.cached(manifest) is not None:
+        base = runtime.settings.public_url or str(request.base_url)
+        location = runtime.cache.url(manifest.archive_id, filename, base_url=base)
+        # The selection behind /v1/zip can change (new photos); the redirect is not cached.
+        return RedirectResponse(
+            location, status_code=302, headers={"ETag": etag, "Cache-Control": "no-store"}
+        )
     headers = {
         "Content-Type": "application/zip",
         "Content-Length": str(manifest.size),
@@ -63,7 +72,7 @@ async def zip_range(request: Request) -> Response:
         max_days=runtime.settings.max_range_days,
     )
     manifest = await runtime.resolver.date_range(selection)
-    return archive_response(request, manifest, filename=manifest.filename)
+    return await archive_response(request, manifest, filename=manifest.filename)
 
 
 async def _json_body(request: Request) -> Any:
@@ -108,7 +117,26 @@ async def get_archive(request: Request) -> Response:
     if not is_archive_id(archive_id):
         raise UnknownArchive(f"no archive {archive_id!r}")
     manifest = await runtime.manifests.get(archive_id)
-    return archive_response(request, manifest, filename=manifest.filename)
+    return await archive_response(request, manifest, filename=manifest.filename)
+
+
+async def cached_archive(request: Request) -> Response:
+    """The embedded default's cache: finished archives from the cache folder, with Range
+    (resumable), immutable, under the name the redirect asked for."""
+    runtime = _runtime(request)
+    archive_id = request.path_params["archive_id"]
+    if not isinstance(runtime.cache, FolderArchiveCache) or not is_archive_id(archive_id):
+        raise UnknownArchive(f"no cached archive {archive_id!r}")
+    if await runtime.cache.lookup(archive_id) is None:
+        raise UnknownArchive(f"no cached archive {archive_id!r}")
+    filename = request.query_params.get("filename") or f"{archive_id}.zip"
+    response = FileResponse(
+        runtime.cache.path(archive_id),
+        media_type="application/zip",
+        headers={"ETag": f'"{archive_id}"', "Cache-Control": "public, max-age=31536000, immutable"},
+    )
+    response.headers["Content-Disposition"] = content_disposition(filename)
+    return response
 
 
 async def healthz(request: Request) -> Response:

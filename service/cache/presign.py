@@ -1,0 +1,112 @@
+"""Stable presigned GET URLs (SigV4, query-string auth) for cached archives.
+
+botocore signs with the current second, so every redirect would be a new URL and a new
+CDN cache entry. Here the signing time is floored to a window (default one hour) and the
+expiry is the window plus a minimum validity: every request in a window gets the
+byte-identical URL, which the edge can cache, and every URL stays valid for at least the
+minimum validity after it was handed out.
+
+The URL's host may be the edge's (`public_url`) while the signature is computed for the
+origin's host: the edge forwards with the origin's Host header, so S3 verifies it.
+Pure: hashing and string building only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from dataclasses import dataclass
+from urllib.parse import quote, urlsplit
+
+#: SigV4 caps presigned URLs at seven days (seconds).
+MAX_EXPIRES_S = 7 * 24 * 3600
+
+_UNRESERVED = "-_.~"
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    access_key: str
+    secret_key: str
+    session_token: str | None = None
+
+
+def _hmac(key: bytes, message: str) -> bytes:
+    return hmac.new(key, message.encode("utf-8"), hashlib.sha256).digest()
+
+
+def _encode(value: str) -> str:
+    return quote(value, safe=_UNRESERVED)
+
+
+def window_start(now: float, window_s: int) -> int:
+    """The start of the signing window that contains `now` (seconds since the epoch)."""
+    return int(now // window_s) * window_s
+
+
+def expiry_for(window_s: int, min_validity_s: int) -> int:
+    return min(window_s + min_validity_s, MAX_EXPIRES_S)
+
+
+def presign_get(
+    *,
+    origin: str,
+    bucket: str,
+    key: str,
+    credentials: Credentials,
+    region: str,
+    window_s: int,
+    min_validity_s: int,
+    public_url: str = "",
+    path_style: bool = True,
+    response_headers: dict[str, str] | None = None,
+    now: float | None = None,
+) -> str:
+    """A presigned GET of `bucket/key` at `origin` ("http://127.0.0.1:8333" or
+    "https://s3.eu-west-1.amazonaws.com"), stable within the window containing `now`.
+
+    `response_headers` become `response-content-disposition` and friends, which S3 sets on
+    its answer; they are signed, so they cannot be altered by the client.
+    """
+    if window_s <= 0 or min_validity_s < 0:
+        raise ValueError("window must be positive and minimum validity not negative")
+    signed_at = window_start(time.time() if now is None else now, window_s)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(signed_at))
+    day = stamp[:8]
+    scope = f"{day}/{region}/s3/aws4_request"
+
+    parts = urlsplit(origin)
+    host = parts.netloc
+    if path_style:
+        path = f"/{bucket}/{key}"
+    else:
+        host = f"{bucket}.{host}"
+        path = f"/{key}"
+    canonical_path = "/".join(_encode(segment) for segment in path.split("/"))
+
+    query = {
+        "X-Amz-Algorithm": "AWS4-HMAC-SHA256",
+        "X-Amz-Credential": f"{credentials.access_key}/{scope}",
+        "X-Amz-Date": stamp,
+        "X-Amz-Expires": str(expiry_for(window_s, min_validity_s)),
+        "X-Amz-SignedHeaders": "host",
+    }
+    if credentials.session_token:
+        query["X-Amz-Security-Token"] = credentials.session_token
+    for name, value in sorted((response_headers or {}).items()):
+        query[name] = value
+    canonical_query = "&".join(f"{_encode(k)}={_encode(v)}" for k, v in sorted(query.items()))
+
+    canonical_request = "\n".join(
+        ["GET", canonical_path, canonical_query, f"host:{host}\n", "host", "UNSIGNED-PAYLOAD"]
+    )
+    string_to_sign = "\n".join(
+        ["AWS4-HMAC-SHA256", stamp, scope, hashlib.sha256(canonical_request.encode()).hexdigest()]
+    )
+    key_date = _hmac(f"AWS4{credentials.secret_key}".encode(), day)
+    signing_key = _hmac(_hmac(_hmac(key_date, region), "s3"), "aws4_request")
+    signature = hmac.new(signing_key, string_to_sign.encode(), hashlib.sha256).hexdigest()
+
+    base = public_url.rstrip("/") if public_url else f"{parts.scheme}://{host}"
+    return f"{base}{canonical_path}?{canonical_query}&X-Amz-Signature={signature}"

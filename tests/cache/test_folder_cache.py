@@ -1,0 +1,119 @@
+"""Build once, serve many on the embedded default: a folder cache, an in-process lock,
+and the service serving cached archives itself with Range."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from service.app import create_app
+from service.runtime import Runtime
+from service.settings import Settings
+from tests.servers import serve
+from tests.zipcheck import check_archive, sha256
+
+RANGE = {"from": "2025-01-01", "to": "2025-01-02"}
+
+
+def photos(root: Path, count: int = 12, size: int = 50_000) -> dict[str, bytes]:
+    files = {f"2025/01/0{1 + i % 2}/CAR{i:03d}.jpg": os.urandom(size + i) for i in range(count)}
+    for key, data in files.items():
+        (root / key).parent.mkdir(parents=True, exist_ok=True)
+        (root / key).write_bytes(data)
+    return files
+
+
+def settings(tmp_path: Path, **env: str) -> Settings:
+    return Settings.from_env(
+        {
+            "ZIPEDGE_SOURCE": f"file://{tmp_path / 'photos'}",
+            "ZIPEDGE_CACHE": f"file://{tmp_path / 'cache'}",
+            "ZIPEDGE_DATA_DIR": str(tmp_path / "var"),
+            **env,
+        }
+    )
+
+
+def wait_for(predicate, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + 20
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_stream_then_redirect_then_range(tmp_path: Path) -> None:
+    files = photos(tmp_path / "photos")
+    app = create_app(settings(tmp_path))
+    with serve(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        runtime: Runtime = app.state.runtime
+        first = client.get("/v1/zip", params=RANGE)
+        assert first.status_code == 200
+        wait_for(lambda: not runtime.builds, "the cache write to settle")
+        cached = list((tmp_path / "cache").glob("*.zip"))
+        assert [p.name for p in cached] == [f"{first.headers['etag'].strip(chr(34))}.zip"]
+        assert not list((tmp_path / "cache").glob(".partial-*"))
+
+        second = client.get("/v1/zip", params=RANGE)
+        assert second.status_code == 302
+        location = second.headers["location"]
+        assert location == client.get("/v1/zip", params=RANGE).headers["location"]  # stable
+        served = client.get(location)
+        assert served.status_code == 200 and served.content == first.content
+        assert served.headers["accept-ranges"] == "bytes"
+        assert "photos-2025-01-01_2025-01-02.zip" in served.headers["content-disposition"]
+        part = client.get(location, headers={"Range": "bytes=100-1099"})
+        assert part.status_code == 206 and part.content == first.content[100:1100]
+        head = client.head("/v1/zip", params=RANGE)
+        assert head.status_code == 302
+    path = tmp_path / "a.zip"
+    path.write_bytes(served.content)
+    check_archive(path, {k: sha256(files[k]) for k in sorted(files)})
+
+
+def test_a_failed_stream_caches_nothing(tmp_path: Path) -> None:
+    files = photos(tmp_path / "photos")
+    app = create_app(settings(tmp_path))
+    with serve(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        keys = sorted(files)
+        doc = client.post("/v1/archives", json={"entries": [{"key": k} for k in keys]}).json()
+        (tmp_path / "photos" / keys[-1]).write_bytes(b"changed")
+        with pytest.raises(httpx.RemoteProtocolError), client.stream("GET", doc["url"]) as response:
+            for _ in response.iter_raw():
+                pass
+        runtime: Runtime = app.state.runtime
+        wait_for(lambda: not runtime.builds, "the build to settle")
+        assert client.head(doc["url"]).status_code == 200  # still not cached
+    assert not list((tmp_path / "cache").iterdir())  # no object, no partial file
+
+
+@pytest.mark.parametrize("policy", ["finish", "abort"])
+def test_client_leaving_mid_stream_follows_the_policy(tmp_path: Path, policy: str) -> None:
+    photos(tmp_path / "photos", count=30, size=1 << 20)
+    app = create_app(
+        settings(tmp_path, ZIPEDGE_TEE_ON_DISCONNECT=policy, ZIPEDGE_PREFETCH_BYTES=str(1 << 20))
+    )
+    with serve(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        runtime: Runtime = app.state.runtime
+        with client.stream("GET", "/v1/zip", params=RANGE) as response:
+            next(response.iter_raw())
+        wait_for(lambda: runtime.active_streams == 0 and not runtime.builds, "the build to settle")
+        again = client.get("/v1/zip", params=RANGE)
+    if policy == "finish":
+        assert again.status_code == 302
+    else:
+        assert again.status_code == 200
+    assert not list((tmp_path / "cache").glob(".partial-*"))
+
+
+def test_cache_route_refuses_unknown_ids(tmp_path: Path) -> None:
+    photos(tmp_path / "photos")
+    app = create_app(settings(tmp_path))
+    with serve(app) as url, httpx.Client(base_url=url) as client:
+        missing = client.get("/v1/cache/0123456789abcdef0123456789abcdef.zip")
+        bad = client.get("/v1/cache/..%2F..%2Fetc%2Fpasswd.zip")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "unknown_archive"
+    assert bad.status_code == 404
