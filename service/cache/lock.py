@@ -37,6 +37,10 @@ class Lease(Protocol):
 
     lost: asyncio.Event
 
+    async def confirm(self) -> bool:
+        """Whether the lock is still ours right now (checked before publishing)."""
+        ...
+
     async def release(self) -> None: ...
 
 
@@ -51,6 +55,9 @@ class _LocalLease:
         self._owner = owner
         self._archive_id = archive_id
         self.lost = asyncio.Event()
+
+    async def confirm(self) -> bool:
+        return self._archive_id in self._owner.held and not self.lost.is_set()
 
     async def release(self) -> None:
         self._owner.held.discard(self._archive_id)
@@ -83,6 +90,17 @@ class _RedisLease:
                 logger.warning("build lock %s lost: %s", self._lock.name, exc)
                 self.lost.set()
                 return
+
+    async def confirm(self) -> bool:
+        if self.lost.is_set():
+            return False
+        try:
+            await self._lock.reacquire()
+        except (LockError, RedisError, OSError) as exc:
+            logger.warning("build lock %s lost: %s", self._lock.name, exc)
+            self.lost.set()
+            return False
+        return True
 
     async def release(self) -> None:
         self._renewal.cancel()

@@ -114,7 +114,7 @@ class Tee:
                 if self.dropped:
                     break
                 if self._finished:
-                    if self._lease.lost.is_set():
+                    if not await self._lease.confirm():
                         self.drop("build lock lost")
                         break
                     published = await self._writer.commit()

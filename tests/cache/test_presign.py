@@ -1,0 +1,81 @@
+"""Stable presigned URLs: identical within a window, new in the next, never past 7 days."""
+
+from __future__ import annotations
+
+import datetime
+from unittest import mock
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from botocore.auth import S3SigV4QueryAuth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials as BotoCredentials
+
+from service.cache.presign import MAX_EXPIRES_S, Credentials, presign_get
+
+CREDS = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
+BASE = dict(
+    origin="http://127.0.0.1:8333",
+    bucket="cache",
+    key="archives/abc.zip",
+    credentials=CREDS,
+    region="us-east-1",
+    window_s=3600,
+    min_validity_s=3600,
+)
+
+
+def url(now: float, **kw: object) -> str:
+    return presign_get(**(BASE | kw), now=now)  # type: ignore[arg-type]
+
+
+def test_identical_within_a_window_and_new_after_it() -> None:
+    start = 1_736_000_000 - 1_736_000_000 % 3600
+    assert url(start) == url(start + 1) == url(start + 3599)
+    assert url(start + 3600) != url(start)
+
+
+def test_expiry_covers_the_window_plus_the_minimum_validity() -> None:
+    query = parse_qs(urlsplit(url(1_736_000_000)).query)
+    assert query["X-Amz-Expires"] == ["7200"]
+    assert query["X-Amz-Date"] == ["20250104T140000Z"]
+    assert query["X-Amz-SignedHeaders"] == ["host"]
+    long = parse_qs(urlsplit(url(0, window_s=6 * 86400, min_validity_s=5 * 86400)).query)
+    assert int(long["X-Amz-Expires"][0]) == MAX_EXPIRES_S
+
+
+def test_public_host_keeps_the_origin_signature() -> None:
+    origin = url(1_736_000_000)
+    public = url(1_736_000_000, public_url="https://cdn.example.test")
+    assert public.startswith("https://cdn.example.test/cache/archives/abc.zip?")
+    assert urlsplit(public).query == urlsplit(origin).query
+
+
+def test_response_headers_are_signed_and_encoded() -> None:
+    plain = url(0)
+    named = url(0, response_headers={"response-content-disposition": "attachment; filename*=UTF-8''ü.zip"})
+    assert "response-content-disposition=attachment%3B%20filename%2A%3DUTF-8%27%27%C3%BC.zip" in named
+    assert (
+        parse_qs(urlsplit(named).query)["X-Amz-Signature"]
+        != parse_qs(urlsplit(plain).query)["X-Amz-Signature"]
+    )
+
+
+def test_known_signature_vector() -> None:
+    """Checked against botocore's own SigV4 query signer for the same instant."""
+
+    ours = url(1_736_000_000)
+    request = AWSRequest(method="GET", url="http://127.0.0.1:8333/cache/archives/abc.zip")
+    signer = S3SigV4QueryAuth(
+        BotoCredentials(CREDS.access_key, CREDS.secret_key), "s3", "us-east-1", expires=7200
+    )
+    fixed = datetime.datetime(2025, 1, 4, 14, 0, 0)
+    with mock.patch("botocore.auth.get_current_datetime", return_value=fixed):
+        signer.add_auth(request)
+    theirs = parse_qs(urlsplit(request.url).query)
+    assert parse_qs(urlsplit(ours).query)["X-Amz-Signature"] == theirs["X-Amz-Signature"]
+
+
+def test_bad_window_is_refused() -> None:
+    with pytest.raises(ValueError):
+        url(0, window_s=0)

@@ -1,0 +1,224 @@
+"""Build once, serve many against real parts: SeaweedFS (SigV4 enforced) for source and
+cache, redis-server for the build lock, uvicorn serving the app."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from service.app import create_app
+from service.runtime import Runtime
+from service.settings import Settings
+from service.stack.redis import RedisServer
+from service.stack.seaweedfs import SeaweedFS
+from tests.servers import serve
+from tests.zipcheck import check_archive, sha256
+
+pytestmark = pytest.mark.integration
+
+RANGE = {"from": "2025-01-01", "to": "2025-01-02"}
+
+
+@dataclass
+class Stack:
+    seaweedfs: SeaweedFS
+    client: Any
+    source_bucket: str
+    cache_bucket: str
+    objects: dict[str, bytes]
+    tmp: Path
+
+    def settings(self, redis_url: str, **env: str) -> Settings:
+        return Settings.from_env(
+            {
+                "ZIPEDGE_SOURCE": f"s3://{self.source_bucket}/photos",
+                "ZIPEDGE_CACHE": f"s3://{self.cache_bucket}/archives",
+                "ZIPEDGE_REDIS_URL": redis_url,
+                "ZIPEDGE_DATA_DIR": str(self.tmp / "var"),
+                "AWS_ENDPOINT_URL": self.seaweedfs.endpoint_url,
+                "AWS_ACCESS_KEY_ID": self.seaweedfs.access_key,
+                "AWS_SECRET_ACCESS_KEY": self.seaweedfs.secret_key,
+                "AWS_REGION": self.seaweedfs.region,
+                **env,
+            }
+        )
+
+    async def cache_keys(self) -> list[str]:
+        listed = await self.client.list_objects_v2(Bucket=self.cache_bucket)
+        return [item["Key"] for item in listed.get("Contents", [])]
+
+    async def uploads_in_progress(self) -> list[dict[str, Any]]:
+        listed = await self.client.list_multipart_uploads(Bucket=self.cache_bucket)
+        uploads: list[dict[str, Any]] = listed.get("Uploads", [])
+        return uploads
+
+    def expected(self) -> dict[str, str]:
+        return {k: sha256(v) for k, v in sorted(self.objects.items())}
+
+
+@pytest.fixture
+async def stack(
+    seaweedfs: SeaweedFS, s3_client: Any, s3_bucket: str, cache_redis: RedisServer, tmp_path: Path
+) -> AsyncIterator[Stack]:
+    redis.Redis.from_url(cache_redis.url).flushall()
+    cache_bucket = f"c-{uuid.uuid4().hex[:20]}"
+    seaweedfs.create_bucket(cache_bucket)
+    objects = {f"2025/01/0{1 + i % 2}/CAR{i:03d}.jpg": os.urandom(300_000 + i) for i in range(40)}
+    semaphore = asyncio.Semaphore(16)
+
+    async def put(key: str, data: bytes) -> None:
+        async with semaphore:
+            await s3_client.put_object(Bucket=s3_bucket, Key=f"photos/{key}", Body=data)
+
+    await asyncio.gather(*(put(k, v) for k, v in objects.items()))
+    yield Stack(seaweedfs, s3_client, s3_bucket, cache_bucket, objects, tmp_path)
+
+
+async def settle(runtime: Runtime) -> None:
+    deadline = time.monotonic() + 30
+    while runtime.builds or runtime.active_streams:
+        assert time.monotonic() < deadline, "builds did not settle"
+        await asyncio.sleep(0.02)
+
+
+async def test_stream_then_redirect_to_a_stable_presigned_url(stack: Stack, cache_redis: RedisServer) -> None:
+    app = create_app(stack.settings(cache_redis.url))
+    with serve(app) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            first = await client.get("/v1/zip", params=RANGE)
+            assert first.status_code == 200
+            await settle(app.state.runtime)
+            archive_id = first.headers["etag"].strip('"')
+            assert await stack.cache_keys() == [f"archives/{archive_id}.zip"]
+            assert await stack.uploads_in_progress() == []
+
+            second = await client.get("/v1/zip", params=RANGE)
+            third = await client.get("/v1/zip", params=RANGE)
+            head = await client.head("/v1/zip", params=RANGE)
+    assert second.status_code == third.status_code == head.status_code == 302
+    location = second.headers["location"]
+    assert location == third.headers["location"] == head.headers["location"]  # byte-identical
+    assert location.startswith(
+        f"{stack.seaweedfs.endpoint_url}/{stack.cache_bucket}/archives/{archive_id}.zip?"
+    )
+
+    async with httpx.AsyncClient(timeout=60) as plain:  # no credentials: the URL is the key
+        served = await plain.get(location)
+        part = await plain.get(location, headers={"Range": "bytes=1000-1999"})
+        tampered = await plain.get(location[:-4] + ("0000" if not location.endswith("0000") else "1111"))
+    assert served.status_code == 200 and served.content == first.content
+    assert "photos-2025-01-01_2025-01-02.zip" in served.headers["content-disposition"]
+    assert part.status_code == 206 and part.content == first.content[1000:2000]
+    assert tampered.status_code == 403
+    path = stack.tmp / "cached.zip"
+    path.write_bytes(served.content)
+    check_archive(path, stack.expected())
+
+
+async def test_five_concurrent_first_requests_build_one_object(
+    stack: Stack, cache_redis: RedisServer
+) -> None:
+    app = create_app(stack.settings(cache_redis.url))
+    with serve(app) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            responses = await asyncio.gather(*(client.get("/v1/zip", params=RANGE) for _ in range(5)))
+            await settle(app.state.runtime)
+    assert [r.status_code for r in responses] == [200] * 5
+    assert len({r.content for r in responses}) == 1
+    path = stack.tmp / "one.zip"
+    path.write_bytes(responses[0].content)
+    check_archive(path, stack.expected())
+    assert len(await stack.cache_keys()) == 1
+    assert await stack.uploads_in_progress() == []
+
+
+async def stream_with_interruption(client: httpx.AsyncClient, interrupt: Any) -> bytes:
+    """Read the first chunk, run `interrupt`, read the rest."""
+    body = bytearray()
+    async with client.stream("GET", "/v1/zip", params=RANGE) as response:
+        assert response.status_code == 200
+        chunks = response.aiter_raw()
+        body += await anext(chunks)
+        await interrupt()
+        async for chunk in chunks:
+            body += chunk
+        assert len(body) == int(response.headers["content-length"])
+    return bytes(body)
+
+
+async def test_lock_lost_mid_build_drops_the_cache_write_not_the_client(
+    stack: Stack, cache_redis: RedisServer
+) -> None:
+    app = create_app(stack.settings(cache_redis.url))
+    keys = redis.Redis.from_url(cache_redis.url)
+
+    async def delete_lock() -> None:
+        locks = keys.keys("zipedge:build:*")
+        assert len(locks) == 1
+        keys.delete(*locks)
+
+    with serve(app) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            body = await stream_with_interruption(client, delete_lock)
+            await settle(app.state.runtime)
+            again = await client.head("/v1/zip", params=RANGE)
+    path = stack.tmp / "a.zip"
+    path.write_bytes(body)
+    check_archive(path, stack.expected())
+    assert await stack.cache_keys() == []
+    assert await stack.uploads_in_progress() == []
+    assert again.status_code == 200  # not cached: the next request builds it
+
+
+async def test_cache_write_failure_mid_build_leaves_the_client_untouched(
+    stack: Stack, cache_redis: RedisServer
+) -> None:
+    """A real fault: the multipart upload is aborted behind the builder's back."""
+    app = create_app(stack.settings(cache_redis.url))
+
+    async def abort_upload() -> None:
+        uploads = await stack.uploads_in_progress()
+        assert len(uploads) == 1
+        await stack.client.abort_multipart_upload(
+            Bucket=stack.cache_bucket, Key=uploads[0]["Key"], UploadId=uploads[0]["UploadId"]
+        )
+
+    with serve(app) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            body = await stream_with_interruption(client, abort_upload)
+            await settle(app.state.runtime)
+    path = stack.tmp / "b.zip"
+    path.write_bytes(body)
+    check_archive(path, stack.expected())
+    assert await stack.cache_keys() == []
+    assert await stack.uploads_in_progress() == []
+
+
+async def test_redis_down_still_streams_and_readyz_says_so(stack: Stack, tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    app = create_app(stack.settings(server.url))
+    with serve(app) as url:
+        server.stop()
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            response = await client.get("/v1/zip", params=RANGE)
+            ready = await client.get("/readyz")
+            await settle(app.state.runtime)
+    assert response.status_code == 200
+    path = tmp_path / "c.zip"
+    path.write_bytes(response.content)
+    check_archive(path, stack.expected())
+    assert ready.status_code == 503
+    checks = ready.json()["checks"]
+    assert checks["redis"] != "ok" and checks["source"] == "ok" and checks["cache"] == "ok"
+    assert await stack.cache_keys() == []  # no lock, no cache write
