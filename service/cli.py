@@ -57,6 +57,29 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stack(args: argparse.Namespace) -> int:
+    from service.stack.local import run
+
+    return run(Path(args.dir), days=args.days, per_day=args.per_day, edge_port=args.edge_port)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from service.jobs.saq_queue import run_worker
+
+    settings = Settings.from_env()
+    if not settings.redis_url:
+        print("zipedge worker: set ZIPEDGE_REDIS_URL (jobs are shared through Redis)", file=sys.stderr)
+        return 2
+    concurrency = args.concurrency or settings.worker_concurrency
+    print(
+        f"zipedge worker: {concurrency} jobs at a time from {settings.redis_url}", file=sys.stderr, flush=True
+    )
+    asyncio.run(run_worker(settings, concurrency=concurrency, burst=args.burst))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zipedge", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -68,11 +91,27 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True)
     serve.set_defaults(func=_serve)
 
+    worker = commands.add_parser("worker", help="run background jobs (needs ZIPEDGE_REDIS_URL)")
+    worker.add_argument(
+        "--concurrency", type=int, default=0, help="jobs at a time (ZIPEDGE_WORKER_CONCURRENCY)"
+    )
+    worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    worker.set_defaults(func=_worker)
+
     demo = commands.add_parser("demo", help="write demo photos into the source folder")
     demo.add_argument("--dir", help="target folder (default: the ZIPEDGE_SOURCE folder)")
     demo.add_argument("--days", type=int, default=5)
     demo.add_argument("--per-day", type=int, default=40)
     demo.set_defaults(func=_demo)
+
+    stack = commands.add_parser(
+        "stack", help="run the whole local stack (S3, Redis, service, nginx, edge) on loopback"
+    )
+    stack.add_argument("--dir", default="var/stack", help="state and logs (default: ./var/stack)")
+    stack.add_argument("--days", type=int, default=5, help="days of demo photos, ending today (UTC)")
+    stack.add_argument("--per-day", type=int, default=40, help="demo photos per day")
+    stack.add_argument("--edge-port", type=int, default=0, help="the edge's port (default: a free one)")
+    stack.set_defaults(func=_stack)
     return parser
 
 

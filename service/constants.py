@@ -93,6 +93,37 @@ TEE_MAX_LAG_BYTES = 24 * MiB
 #: cache write, no shared listing), not hang it.
 REDIS_SOCKET_TIMEOUT_S = 1.0
 
+# --- jobs --------------------------------------------------------------------------------
+
+#: Defaults of the streaming limits: selections above them become background jobs.
+#: A stream of 4 GiB at a modest 20 MB/s takes under 4 minutes; much beyond that, a job
+#: (resumable download from the cache, survives proxies and restarts) serves people better.
+DEFAULT_STREAM_MAX_BYTES = 4 * GiB
+DEFAULT_STREAM_MAX_ENTRIES = 20_000
+
+#: A running job reports progress (and so heartbeats) at most this often (seconds).
+JOB_PROGRESS_INTERVAL_S = 1.0
+#: A job whose archive someone else is building checks back this often (seconds).
+JOB_LOCK_POLL_S = 2.0
+#: A worker that has not heartbeated for this long is presumed dead (seconds); its job
+#: is retried by the sweep. Several progress intervals, so a busy loop is not mistaken.
+JOB_HEARTBEAT_S = 15
+#: How often workers sweep for the jobs of dead workers (seconds).
+JOB_SWEEP_S = 10
+#: Attempts of one job (first included) for transient failures, with exponential backoff.
+JOB_RETRIES = 3
+JOB_RETRY_DELAY_S = 2.0
+JOB_RETRY_MAX_DELAY_S = 60.0
+#: Finished jobs stay visible this long (seconds): a page reloaded the next day still
+#: finds its download.
+JOB_TTL_S = 24 * 3600
+#: Jobs run at once by one worker process (or the in-process runner).
+DEFAULT_WORKER_CONCURRENCY = 2
+#: Server-Sent Events: how often the job state is polled, and the keep-alive ping
+#: (well under nginx's proxy_read_timeout and Cloudflare's 100 s).
+SSE_POLL_S = 0.5
+SSE_PING_S = 15
+
 # --- limits --------------------------------------------------------------------------------
 
 #: Longest date range accepted (days, both ends inclusive). DESIGN.md §7.

@@ -11,6 +11,7 @@ exc`), so no botocore, httpx or redis exception ever reaches a request handler.
   | - HostNotAllowed        400  URL entry outside ZIPEDGE_HTTP_ALLOW or to a private address
   | - NothingSelected       404  the selection resolved to no object
   | - UnknownArchive        404  no manifest stored under that id
+  | - UnknownJob            404  no job with that id
   | - ObjectNotFound        404  a named key or URL does not exist
   | - TooLarge              413  over the hard entry or byte limits
   | - RateLimited           429
@@ -70,6 +71,11 @@ class NothingSelected(RequestError):
 class UnknownArchive(RequestError):
     status_code = 404
     code = "unknown_archive"
+
+
+class UnknownJob(RequestError):
+    status_code = 404
+    code = "unknown_job"
 
 
 class ObjectNotFound(RequestError):

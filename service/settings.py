@@ -113,6 +113,9 @@ class Settings:
     max_bytes: int
     fetch_concurrency: int
     prefetch_bytes: int
+    stream_max_bytes: int
+    stream_max_entries: int
+    worker_concurrency: int
     redirect_window_s: int
     redirect_min_validity_s: int
     finish_on_disconnect: bool
@@ -160,6 +163,9 @@ class Settings:
             prefetch_bytes=integer(
                 "ZIPEDGE_PREFETCH_BYTES", constants.DEFAULT_PREFETCH_BYTES, constants.READ_CHUNK_BYTES
             ),
+            stream_max_bytes=integer("ZIPEDGE_STREAM_MAX_BYTES", constants.DEFAULT_STREAM_MAX_BYTES),
+            stream_max_entries=integer("ZIPEDGE_STREAM_MAX_ENTRIES", constants.DEFAULT_STREAM_MAX_ENTRIES),
+            worker_concurrency=integer("ZIPEDGE_WORKER_CONCURRENCY", constants.DEFAULT_WORKER_CONCURRENCY),
             redirect_window_s=integer("ZIPEDGE_REDIRECT_WINDOW_S", constants.DEFAULT_REDIRECT_WINDOW_S),
             redirect_min_validity_s=integer(
                 "ZIPEDGE_REDIRECT_MIN_VALIDITY_S", constants.DEFAULT_REDIRECT_MIN_VALIDITY_S

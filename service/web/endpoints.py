@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from email.utils import formatdate
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
@@ -15,9 +13,10 @@ from service.archive.manifest import Manifest, is_archive_id
 from service.archive.names import content_disposition
 from service.archive.selection import parse_date_range
 from service.cache.store import FolderArchiveCache
-from service.constants import MAX_POST_BODY_BYTES
-from service.exceptions import InvalidParameter, TooLarge, UnknownArchive
+from service.exceptions import UnknownArchive
 from service.runtime import Runtime
+from service.web.bodies import read_json
+from service.web.jobs import job_response
 from service.web.responses import ArchiveResponse
 
 
@@ -31,8 +30,8 @@ def _etag(manifest: Manifest) -> str:
 
 
 async def archive_response(request: Request, manifest: Manifest, *, filename: str) -> Response:
-    """A redirect to the cached archive, else the 200 stream (or 304 when the client
-    already has these exact bytes)."""
+    """A redirect to the cached archive; else a job if the selection is over the streaming
+    limits; else the 200 stream (or 304 when the client already has these exact bytes)."""
     runtime = _runtime(request)
     etag = _etag(manifest)
     if etag in {t.strip() for t in request.headers.get("if-none-match", "").split(",")}:
@@ -44,6 +43,9 @@ async def archive_response(request: Request, manifest: Manifest, *, filename: st
         return RedirectResponse(
             location, status_code=302, headers={"ETag": etag, "Cache-Control": "no-store"}
         )
+    settings = runtime.settings
+    if manifest.size > settings.stream_max_bytes or len(manifest.entries) > settings.stream_max_entries:
+        return await job_response(request, manifest)
     headers = {
         "Content-Type": "application/zip",
         "Content-Length": str(manifest.size),
@@ -75,26 +77,9 @@ async def zip_range(request: Request) -> Response:
     return await archive_response(request, manifest, filename=manifest.filename)
 
 
-async def _json_body(request: Request) -> Any:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > MAX_POST_BODY_BYTES:
-        raise TooLarge(f"the request body is larger than {MAX_POST_BODY_BYTES} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_POST_BODY_BYTES:
-            raise TooLarge(f"the request body is larger than {MAX_POST_BODY_BYTES} bytes")
-        chunks.append(chunk)
-    try:
-        return json.loads(b"".join(chunks))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidParameter(f"the body is not valid JSON: {exc}") from None
-
-
 async def create_archive(request: Request) -> Response:
     runtime = _runtime(request)
-    manifest = await runtime.resolver.posted(await _json_body(request))
+    manifest = await runtime.resolver.posted(await read_json(request))
     await runtime.manifests.put(manifest)
     url = str(request.url_for("archive", archive_id=manifest.archive_id))
     return JSONResponse(

@@ -1,0 +1,211 @@
+"""Jobs on saq + Redis: any number of `zipedge worker` processes on any number of hosts.
+
+Why saq (shared/notes/ecosystem.md §1): its job `key` dedupes (our key is the archive id),
+a job heartbeats through `job.update()` (our progress reports), the sweep retries the
+jobs of workers that stopped heartbeating (crash recovery), retries back off
+exponentially, and `abort` cancels a running job. saq's own statuses and tracebacks stay
+in here; the outside sees `JobView`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from redis import asyncio as aioredis
+from saq import Job, Queue, Worker
+from saq.job import Status
+from saq.types import Context, PartialTimersDict
+
+from service.archive.manifest import Manifest
+from service.constants import (
+    JOB_HEARTBEAT_S,
+    JOB_RETRIES,
+    JOB_RETRY_DELAY_S,
+    JOB_RETRY_MAX_DELAY_S,
+    JOB_SWEEP_S,
+    JOB_TTL_S,
+    REDIS_SOCKET_TIMEOUT_S,
+)
+from service.exceptions import DependencyUnavailable, UnknownJob
+from service.jobs.build import BuildFailed, build_archive
+from service.jobs.model import JobStatus, JobView
+from service.runtime import Runtime, open_runtime
+from service.settings import Settings
+from service.writer import Progress
+
+logger = logging.getLogger(__name__)
+
+QUEUE_NAME = "zipedge"
+FUNCTION = "build_archive"
+#: Sorted set of job ids by creation time, for the listing of recent jobs.
+RECENT_KEY = "zipedge:jobs:recent"
+RECENT_MAX = 1000
+#: How long a worker finishes its running jobs on SIGTERM before handing them back (s).
+SHUTDOWN_GRACE_S = 20
+
+
+class JobContext(Context, total=False):
+    runtime: Runtime
+
+
+def _view(job: Job) -> JobView:
+    meta = job.meta
+    status = {
+        Status.NEW: JobStatus.QUEUED,
+        Status.QUEUED: JobStatus.QUEUED,
+        Status.ACTIVE: JobStatus.RUNNING,
+        Status.ABORTING: JobStatus.CANCELLED,
+        Status.ABORTED: JobStatus.CANCELLED,
+        Status.FAILED: JobStatus.FAILED,
+        Status.COMPLETE: JobStatus.READY,
+    }[job.status]
+    error = meta.get("error")
+    if job.status is Status.COMPLETE and isinstance(job.result, dict) and not job.result.get("ok", True):
+        status, error = JobStatus.FAILED, job.result.get("error")
+    if status is JobStatus.FAILED and not error:
+        error = (job.error or "failed").strip().splitlines()[-1]
+    return JobView(
+        id=job.key,
+        status=status,
+        filename=meta.get("filename", f"{job.key}.zip"),
+        bytes_total=int(meta.get("bytes_total", 0)),
+        entries_total=int(meta.get("entries_total", 0)),
+        bytes_done=int(meta.get("bytes_done", 0)),
+        entries_done=int(meta.get("entries_done", 0)),
+        attempts=job.attempts,
+        created_at=float(meta.get("created_at", job.queued / 1000)),
+        updated_at=(job.touched or job.queued) / 1000,
+        error=error if status in (JobStatus.FAILED, JobStatus.QUEUED) and error else None,
+    )
+
+
+class SaqJobQueue:
+    """The client side, used by the service: submit, read, cancel, list."""
+
+    def __init__(self, runtime: Runtime, redis_url: str) -> None:
+        self._runtime = runtime
+        self._redis = aioredis.Redis.from_url(
+            redis_url,
+            socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
+            socket_timeout=REDIS_SOCKET_TIMEOUT_S * 5,
+        )
+        self.queue = Queue.from_url(redis_url, name=QUEUE_NAME)
+
+    async def _job(self, job_id: str) -> Job:
+        try:
+            job = await self.queue.job(job_id)
+        except (OSError, aioredis.RedisError) as exc:
+            raise DependencyUnavailable(f"job queue: {exc}") from exc
+        if job is None:
+            raise UnknownJob(f"no job {job_id!r}")
+        return job
+
+    async def submit(self, manifest: Manifest) -> JobView:
+        await self._runtime.manifests.put(manifest)  # the worker loads it by id
+        job = Job(
+            function=FUNCTION,
+            kwargs={"archive_id": manifest.archive_id},
+            key=manifest.archive_id,
+            timeout=0,  # builds are long; liveness is the heartbeat's business
+            heartbeat=JOB_HEARTBEAT_S,
+            retries=JOB_RETRIES,
+            retry_delay=JOB_RETRY_DELAY_S,
+            retry_backoff=JOB_RETRY_MAX_DELAY_S,
+            ttl=JOB_TTL_S,
+            meta={
+                "filename": manifest.filename,
+                "bytes_total": manifest.size,
+                "entries_total": len(manifest.entries),
+                "created_at": time.time(),
+            },
+        )
+        try:
+            await self.queue.enqueue(job)  # None when the same archive is already queued/running
+            await self._redis.zadd(RECENT_KEY, {manifest.archive_id: time.time()})
+            await self._redis.zremrangebyrank(RECENT_KEY, 0, -RECENT_MAX - 1)
+        except (OSError, aioredis.RedisError) as exc:
+            raise DependencyUnavailable(f"job queue: {exc}") from exc
+        return _view(await self._job(manifest.archive_id))
+
+    async def get(self, job_id: str) -> JobView:
+        return _view(await self._job(job_id))
+
+    async def cancel(self, job_id: str) -> JobView:
+        job = await self._job(job_id)
+        if job.status not in (Status.COMPLETE, Status.FAILED, Status.ABORTED):
+            await self.queue.abort(job, "cancelled by request")
+        return _view(await self._job(job_id))
+
+    async def recent(self, limit: int) -> list[JobView]:
+        try:
+            found = await self._redis.zrevrange(RECENT_KEY, 0, limit - 1)
+            ids = [i.decode() if isinstance(i, bytes) else str(i) for i in found]
+            jobs = await self.queue.jobs(ids)
+        except (OSError, aioredis.RedisError) as exc:
+            raise DependencyUnavailable(f"job queue: {exc}") from exc
+        return [_view(job) for job in jobs if job is not None]
+
+    async def depth(self) -> int:
+        try:
+            return int(await self.queue.count("queued"))
+        except (OSError, aioredis.RedisError):
+            return 0
+
+    async def connect(self) -> None:
+        await self.queue.connect()
+
+    async def aclose(self) -> None:
+        await self.queue.disconnect()
+        await self._redis.aclose()
+
+
+async def build_archive_job(ctx: JobContext, *, archive_id: str) -> dict[str, Any]:
+    """The saq function. Transient failures raise (saq retries with backoff, then fails
+    the job); permanent ones return a failed result at once."""
+    runtime = ctx["runtime"]
+    job = ctx["job"]
+    manifest = await runtime.manifests.get(archive_id)
+
+    async def report(progress: Progress) -> None:
+        job.meta.update(bytes_done=progress.bytes_done, entries_done=progress.entries_done)
+        job.meta.pop("error", None)
+        await job.update(meta=job.meta)  # also the heartbeat
+
+    try:
+        await build_archive(runtime, manifest, report)
+    except BuildFailed as exc:
+        job.meta["error"] = exc.message
+        await job.update(meta=job.meta)
+        if exc.retryable:
+            raise
+        return {"ok": False, "error": exc.message}
+    return {"ok": True}
+
+
+async def run_worker(settings: Settings, *, concurrency: int, burst: bool = False) -> None:
+    """`zipedge worker`: process jobs until SIGINT/SIGTERM, then finish or hand back
+    running jobs within the grace period (a handed-back job is retried elsewhere)."""
+    if not settings.redis_url:
+        raise DependencyUnavailable("zipedge worker needs ZIPEDGE_REDIS_URL")
+    async with open_runtime(settings) as runtime:
+        queue = Queue.from_url(settings.redis_url, name=QUEUE_NAME)
+        timers: PartialTimersDict = {"schedule": 1, "worker_info": 10, "sweep": JOB_SWEEP_S, "abort": 1}
+        worker: Worker[JobContext] = Worker(
+            queue,
+            functions=[(FUNCTION, build_archive_job)],
+            concurrency=concurrency,
+            timers=timers,
+            shutdown_grace_period_s=SHUTDOWN_GRACE_S,
+            burst=burst,
+            dequeue_timeout=1.0,
+        )
+        worker.context["runtime"] = runtime
+        await queue.connect()
+        try:
+            await worker.start()
+        finally:
+            await queue.disconnect()
+            await asyncio.sleep(0)

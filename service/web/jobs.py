@@ -1,0 +1,129 @@
+"""The job API: submit, read, follow (Server-Sent Events), cancel, list."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from sse_starlette import EventSourceResponse
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+
+from service.archive.manifest import Manifest, is_archive_id
+from service.archive.selection import parse_date_range
+from service.constants import JOB_PROGRESS_INTERVAL_S, SSE_PING_S, SSE_POLL_S
+from service.exceptions import InvalidParameter, UnknownJob
+from service.jobs.model import JobStatus, JobView
+from service.jobs.queue import JobQueue
+from service.runtime import Runtime
+from service.web.bodies import read_json
+
+#: Jobs listed by GET /v1/jobs.
+RECENT_JOBS = 50
+
+
+def _jobs(request: Request) -> JobQueue:
+    jobs: JobQueue = request.app.state.jobs
+    return jobs
+
+
+def job_json(request: Request, view: JobView) -> dict[str, Any]:
+    runtime: Runtime = request.app.state.runtime
+    doc = view.to_json()
+    doc["status_url"] = str(request.url_for("job", job_id=view.id))
+    doc["events_url"] = str(request.url_for("job_events", job_id=view.id))
+    if view.status is JobStatus.READY and runtime.cache is not None:
+        base = runtime.settings.public_url or str(request.base_url)
+        doc["download_url"] = runtime.cache.url(view.id, view.filename, base_url=base)
+    return doc
+
+
+def wants_html(request: Request) -> bool:
+    accept = request.headers.get("accept", "")
+    return "text/html" in accept and "application/json" not in accept
+
+
+async def job_response(request: Request, manifest: Manifest) -> Response:
+    """A selection over the streaming limits: 202 with the job, or 303 to its page."""
+    view = await _jobs(request).submit(manifest)
+    doc = job_json(request, view)
+    if wants_html(request):
+        return RedirectResponse(f"/?job={view.id}", status_code=303)
+    return JSONResponse(doc, status_code=202, headers={"Location": doc["status_url"]})
+
+
+async def create_job(request: Request) -> Response:
+    runtime: Runtime = request.app.state.runtime
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise InvalidParameter("the body must be a JSON object")
+    if "archive" in body:
+        archive_id = body["archive"]
+        if not isinstance(archive_id, str) or not is_archive_id(archive_id):
+            raise InvalidParameter("'archive' must be an archive id")
+        manifest = await runtime.manifests.get(archive_id)
+    else:
+        selection = parse_date_range(
+            body.get("from"), body.get("to"), max_days=runtime.settings.max_range_days
+        )
+        manifest = await runtime.resolver.date_range(selection)
+    view = await _jobs(request).submit(manifest)
+    doc = job_json(request, view)
+    return JSONResponse(doc, status_code=202, headers={"Location": doc["status_url"]})
+
+
+def _job_id(request: Request) -> str:
+    job_id: str = request.path_params["job_id"]
+    if not is_archive_id(job_id):
+        raise UnknownJob(f"no job {job_id!r}")
+    return job_id
+
+
+async def get_job(request: Request) -> Response:
+    return JSONResponse(job_json(request, await _jobs(request).get(_job_id(request))))
+
+
+async def cancel_job(request: Request) -> Response:
+    return JSONResponse(job_json(request, await _jobs(request).cancel(_job_id(request))))
+
+
+async def list_jobs(request: Request) -> Response:
+    views = await _jobs(request).recent(RECENT_JOBS)
+    return JSONResponse({"jobs": [job_json(request, v) for v in views]})
+
+
+def _event_id(view: JobView) -> str:
+    # Grows with every change, so a reconnect (Last-Event-ID) skips what it has seen.
+    return f"{int(view.updated_at * 1000)}.{view.entries_done}.{view.status.value}"
+
+
+async def job_events(request: Request) -> Response:
+    """Progress at most once a second, then one final ready/failed/cancelled event."""
+    jobs = _jobs(request)
+    job_id = _job_id(request)
+    await jobs.get(job_id)  # 404 before the stream starts
+    seen = request.headers.get("last-event-id", "")
+
+    async def events() -> AsyncIterator[dict[str, Any]]:
+        nonlocal seen
+        last_sent = 0.0
+        while True:
+            view = await jobs.get(job_id)
+            event_id = _event_id(view)
+            due = time.monotonic() - last_sent >= JOB_PROGRESS_INTERVAL_S
+            if view.status.terminal or (event_id != seen and due):
+                yield {
+                    "event": view.status.value if view.status.terminal else "progress",
+                    "id": event_id,
+                    "data": json.dumps(job_json(request, view)),
+                    "retry": 2000,
+                }
+                seen, last_sent = event_id, time.monotonic()
+            if view.status.terminal:
+                return
+            await asyncio.sleep(SSE_POLL_S)
+
+    return EventSourceResponse(events(), ping=SSE_PING_S)
