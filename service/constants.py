@@ -87,6 +87,10 @@ DEFAULT_REDIRECT_MIN_VALIDITY_S = 3600
 #: client's download is never slowed by the cache.
 TEE_MAX_LAG_BYTES = 24 * MiB
 
+#: Build lock lifetime without renewal (seconds): a crashed builder blocks its archive id
+#: this long; renewed every third of it.
+LOCK_TTL_S = 30
+
 # --- Redis -------------------------------------------------------------------------------
 
 #: Connect and command timeout (seconds): a Redis outage must degrade a request (no
@@ -112,7 +116,7 @@ JOB_HEARTBEAT_S = 15
 JOB_SWEEP_S = 10
 #: Attempts of one job (first included) for transient failures, with exponential backoff.
 JOB_RETRIES = 3
-JOB_RETRY_DELAY_S = 2.0
+JOB_RETRY_DELAY_S = 2
 JOB_RETRY_MAX_DELAY_S = 60.0
 #: Finished jobs stay visible this long (seconds): a page reloaded the next day still
 #: finds its download.

@@ -222,7 +222,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             )
             stack.push_async_callback(redis.aclose)
             manifests = RedisManifestStore(redis)
-            lock = RedisBuildLock(redis)
+            lock = RedisBuildLock(redis, ttl_s=settings.lock_ttl_s)
         else:
             manifests = FolderManifestStore(settings.data_dir / "manifests")
             lock = LocalBuildLock()

@@ -116,6 +116,10 @@ class Settings:
     stream_max_bytes: int
     stream_max_entries: int
     worker_concurrency: int
+    job_heartbeat_s: int
+    job_sweep_s: int
+    job_retry_delay_s: int
+    lock_ttl_s: int
     redirect_window_s: int
     redirect_min_validity_s: int
     finish_on_disconnect: bool
@@ -166,6 +170,10 @@ class Settings:
             stream_max_bytes=integer("ZIPEDGE_STREAM_MAX_BYTES", constants.DEFAULT_STREAM_MAX_BYTES),
             stream_max_entries=integer("ZIPEDGE_STREAM_MAX_ENTRIES", constants.DEFAULT_STREAM_MAX_ENTRIES),
             worker_concurrency=integer("ZIPEDGE_WORKER_CONCURRENCY", constants.DEFAULT_WORKER_CONCURRENCY),
+            job_heartbeat_s=integer("ZIPEDGE_JOB_HEARTBEAT_S", constants.JOB_HEARTBEAT_S),
+            job_sweep_s=integer("ZIPEDGE_JOB_SWEEP_S", constants.JOB_SWEEP_S),
+            job_retry_delay_s=integer("ZIPEDGE_JOB_RETRY_DELAY_S", int(constants.JOB_RETRY_DELAY_S)),
+            lock_ttl_s=integer("ZIPEDGE_LOCK_TTL_S", int(constants.LOCK_TTL_S), 3),
             redirect_window_s=integer("ZIPEDGE_REDIRECT_WINDOW_S", constants.DEFAULT_REDIRECT_WINDOW_S),
             redirect_min_validity_s=integer(
                 "ZIPEDGE_REDIRECT_MIN_VALIDITY_S", constants.DEFAULT_REDIRECT_MIN_VALIDITY_S

@@ -48,6 +48,12 @@ async def write_archive(
     async with Prefetcher(manifest.entries, open_, concurrency=concurrency, budget=budget) as prefetcher:
         for index, entry in enumerate(manifest.entries):
             pending += layout.local_header(index)
+            if index == 0:
+                # First bytes out at once, before any object arrives: the download
+                # visibly starts and no proxy's first-byte timeout can fire.
+                progress.bytes_done += len(pending)
+                yield pending
+                pending = b""
             crc = 0
             async for chunk in prefetcher.chunks(index):
                 crc = zlib.crc32(chunk, crc)

@@ -22,14 +22,12 @@ from redis import asyncio as aioredis
 from redis.asyncio.lock import Lock
 from redis.exceptions import LockError, RedisError
 
+from service.constants import LOCK_TTL_S
+
 logger = logging.getLogger(__name__)
 
 #: Key prefix of build locks in Redis.
 LOCK_PREFIX = "zipedge:build:"
-#: Lock lifetime without renewal (seconds): a crashed builder blocks an id this long.
-LOCK_TTL_S = 30.0
-#: Renew this often (seconds): a third of the TTL survives two missed renewals.
-LOCK_RENEW_S = LOCK_TTL_S / 3
 
 
 class Lease(Protocol):
@@ -116,12 +114,11 @@ class _RedisLease:
 
 
 class RedisBuildLock:
-    def __init__(
-        self, redis: aioredis.Redis, *, ttl_s: float = LOCK_TTL_S, renew_s: float = LOCK_RENEW_S
-    ) -> None:
+    def __init__(self, redis: aioredis.Redis, *, ttl_s: float = LOCK_TTL_S) -> None:
         self._redis = redis
         self._ttl_s = ttl_s
-        self._renew_s = renew_s
+        # A third of the TTL: two renewals may be missed before the lock expires.
+        self._renew_s = ttl_s / 3
 
     async def try_acquire(self, archive_id: str) -> Lease | None:
         lock = Lock(

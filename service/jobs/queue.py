@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from service.archive.manifest import Manifest
-from service.constants import JOB_RETRIES, JOB_RETRY_DELAY_S, JOB_RETRY_MAX_DELAY_S, JOB_TTL_S
+from service.constants import JOB_RETRIES, JOB_RETRY_MAX_DELAY_S, JOB_TTL_S
 from service.exceptions import UnknownJob
 from service.jobs.build import BuildFailed, build_archive
 from service.jobs.model import JobStatus, JobView
@@ -46,8 +46,8 @@ class JobQueue(Protocol):
     async def aclose(self) -> None: ...
 
 
-def backoff(attempt: int) -> float:
-    return float(min(JOB_RETRY_DELAY_S * 2 ** (attempt - 1), JOB_RETRY_MAX_DELAY_S))
+def backoff(attempt: int, delay_s: float) -> float:
+    return float(min(delay_s * 2 ** (attempt - 1), JOB_RETRY_MAX_DELAY_S))
 
 
 @dataclass
@@ -99,7 +99,7 @@ class LocalJobQueue:
                             view.status = JobStatus.FAILED
                             return
                         view.status = JobStatus.QUEUED
-                        await asyncio.sleep(backoff(attempt))
+                        await asyncio.sleep(backoff(attempt, self._runtime.settings.job_retry_delay_s))
                         continue
                     view.status, view.error = JobStatus.READY, None
                     return

@@ -21,11 +21,8 @@ from saq.types import Context, PartialTimersDict
 
 from service.archive.manifest import Manifest
 from service.constants import (
-    JOB_HEARTBEAT_S,
     JOB_RETRIES,
-    JOB_RETRY_DELAY_S,
     JOB_RETRY_MAX_DELAY_S,
-    JOB_SWEEP_S,
     JOB_TTL_S,
     REDIS_SOCKET_TIMEOUT_S,
 )
@@ -43,6 +40,10 @@ FUNCTION = "build_archive"
 #: Sorted set of job ids by creation time, for the listing of recent jobs.
 RECENT_KEY = "zipedge:jobs:recent"
 RECENT_MAX = 1000
+#: The abort reason of DELETE /v1/jobs/{id}: only it means "cancelled". saq also aborts
+#: jobs its sweep finds in an odd state (e.g. caught between dequeue and start); such a
+#: job is retried, and if it ends aborted that is a failure, not a cancellation.
+CANCEL_MESSAGE = "cancelled by request"
 #: How long a worker finishes its running jobs on SIGTERM before handing them back (s).
 SHUTDOWN_GRACE_S = 20
 
@@ -57,8 +58,8 @@ def _view(job: Job) -> JobView:
         Status.NEW: JobStatus.QUEUED,
         Status.QUEUED: JobStatus.QUEUED,
         Status.ACTIVE: JobStatus.RUNNING,
-        Status.ABORTING: JobStatus.CANCELLED,
-        Status.ABORTED: JobStatus.CANCELLED,
+        Status.ABORTING: JobStatus.CANCELLED if job.error == CANCEL_MESSAGE else JobStatus.RUNNING,
+        Status.ABORTED: JobStatus.CANCELLED if job.error == CANCEL_MESSAGE else JobStatus.FAILED,
         Status.FAILED: JobStatus.FAILED,
         Status.COMPLETE: JobStatus.READY,
     }[job.status]
@@ -104,15 +105,16 @@ class SaqJobQueue:
         return job
 
     async def submit(self, manifest: Manifest) -> JobView:
+        settings = self._runtime.settings
         await self._runtime.manifests.put(manifest)  # the worker loads it by id
         job = Job(
             function=FUNCTION,
             kwargs={"archive_id": manifest.archive_id},
             key=manifest.archive_id,
             timeout=0,  # builds are long; liveness is the heartbeat's business
-            heartbeat=JOB_HEARTBEAT_S,
+            heartbeat=settings.job_heartbeat_s,
             retries=JOB_RETRIES,
-            retry_delay=JOB_RETRY_DELAY_S,
+            retry_delay=settings.job_retry_delay_s,
             retry_backoff=JOB_RETRY_MAX_DELAY_S,
             ttl=JOB_TTL_S,
             meta={
@@ -136,7 +138,7 @@ class SaqJobQueue:
     async def cancel(self, job_id: str) -> JobView:
         job = await self._job(job_id)
         if job.status not in (Status.COMPLETE, Status.FAILED, Status.ABORTED):
-            await self.queue.abort(job, "cancelled by request")
+            await self.queue.abort(job, CANCEL_MESSAGE)
         return _view(await self._job(job_id))
 
     async def recent(self, limit: int) -> list[JobView]:
@@ -192,7 +194,12 @@ async def run_worker(settings: Settings, *, concurrency: int, burst: bool = Fals
         raise DependencyUnavailable("zipedge worker needs ZIPEDGE_REDIS_URL")
     async with open_runtime(settings) as runtime:
         queue = Queue.from_url(settings.redis_url, name=QUEUE_NAME)
-        timers: PartialTimersDict = {"schedule": 1, "worker_info": 10, "sweep": JOB_SWEEP_S, "abort": 1}
+        timers: PartialTimersDict = {
+            "schedule": 1,
+            "worker_info": 10,
+            "sweep": settings.job_sweep_s,
+            "abort": 1,
+        }
         worker: Worker[JobContext] = Worker(
             queue,
             functions=[(FUNCTION, build_archive_job)],

