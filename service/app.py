@@ -7,8 +7,10 @@ import logging
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 
 from service.jobs.queue import JobQueue, LocalJobQueue
+from service.metrics import MetricsMiddleware
 from service.runtime import Runtime, open_runtime
 from service.settings import Settings
 from service.web.errors import exception_handlers
@@ -45,4 +47,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             logger.info("zipedge serving %s", settings.source)
             yield
 
-    return Starlette(routes=routes, exception_handlers=exception_handlers, lifespan=lifespan)
+    return Starlette(
+        routes=routes,
+        exception_handlers=exception_handlers,
+        middleware=[Middleware(MetricsMiddleware)],
+        lifespan=lifespan,
+    )

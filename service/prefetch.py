@@ -27,6 +27,7 @@ from service.constants import (
     READ_CHUNK_BYTES,
 )
 from service.exceptions import ObjectChanged, SourceError, StreamAborted
+from service.metrics import SOURCE_ERRORS, SOURCE_RETRIES
 from service.sources.base import closing
 
 logger = logging.getLogger(__name__)
@@ -163,6 +164,7 @@ class Prefetcher:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # handed to the writer, which aborts the stream
+                SOURCE_ERRORS.labels(getattr(exc, "code", type(exc).__name__)).inc()
                 slot.error = exc
             slot.ready.set()
             if slot.error is not None:
@@ -184,6 +186,7 @@ class Prefetcher:
                 if not exc.retryable or failures >= self._attempts:
                     raise
                 self.retries += 1
+                SOURCE_RETRIES.inc()
                 delay = min(self._backoff_base * 2 ** (failures - 1), self._backoff_max)
                 logger.warning(
                     "retrying %s from byte %d in %.1fs: %s", entry.ref, slot.received, delay, exc.message

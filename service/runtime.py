@@ -28,6 +28,7 @@ from service.cache.tee import Build, Tee
 from service.constants import REDIS_SOCKET_TIMEOUT_S, S3_POOL_HEADROOM, TEE_MAX_LAG_BYTES
 from service.exceptions import ConfigError, DependencyUnavailable, ZipedgeError
 from service.manifests import FolderManifestStore, ManifestStore, RedisManifestStore
+from service.metrics import CACHE_LOOKUPS
 from service.resolver import Limits, Resolver
 from service.settings import Settings
 from service.sources.base import Reader, Source
@@ -82,10 +83,12 @@ class Runtime:
         if self.cache is None:
             return None
         try:
-            return await self.cache.lookup(manifest.archive_id)
+            found = await self.cache.lookup(manifest.archive_id)
         except DependencyUnavailable as exc:
             logger.warning("cache lookup failed, streaming instead: %s", exc.message)
             return None
+        CACHE_LOOKUPS.labels("hit" if found else "miss").inc()
+        return found
 
     async def _tee(self, manifest: Manifest) -> Tee | None:
         if self.cache is None:

@@ -24,6 +24,7 @@ from enum import StrEnum
 from service.cache.lock import Lease
 from service.cache.store import CacheWriter
 from service.exceptions import ZipedgeError
+from service.metrics import CACHE_WRITES
 from service.sources.base import closing
 
 logger = logging.getLogger(__name__)
@@ -134,6 +135,7 @@ class Tee:
             await self._writer.abort()
             raise
         finally:
+            CACHE_WRITES.labels(self.outcome.value).inc()
             self._queue.clear()
             self._room.set()
             await asyncio.shield(self._lease.release())

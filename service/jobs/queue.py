@@ -19,6 +19,7 @@ from service.constants import JOB_RETRIES, JOB_RETRY_MAX_DELAY_S, JOB_TTL_S
 from service.exceptions import UnknownJob
 from service.jobs.build import BuildFailed, build_archive
 from service.jobs.model import JobStatus, JobView
+from service.metrics import JOB_SECONDS
 from service.runtime import Runtime
 from service.writer import Progress
 
@@ -91,9 +92,11 @@ class LocalJobQueue:
             async with self._slots:
                 for attempt in range(1, JOB_RETRIES + 1):
                     view.status, view.attempts, view.updated_at = JobStatus.RUNNING, attempt, time.time()
+                    started = time.monotonic()
                     try:
                         await build_archive(self._runtime, manifest, report)
                     except BuildFailed as exc:
+                        JOB_SECONDS.labels("failed").observe(time.monotonic() - started)
                         view.error = exc.message
                         if not exc.retryable or attempt == JOB_RETRIES:
                             view.status = JobStatus.FAILED
@@ -101,6 +104,7 @@ class LocalJobQueue:
                         view.status = JobStatus.QUEUED
                         await asyncio.sleep(backoff(attempt, self._runtime.settings.job_retry_delay_s))
                         continue
+                    JOB_SECONDS.labels("ready").observe(time.monotonic() - started)
                     view.status, view.error = JobStatus.READY, None
                     return
         except asyncio.CancelledError:

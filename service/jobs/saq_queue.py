@@ -29,6 +29,7 @@ from service.constants import (
 from service.exceptions import DependencyUnavailable, UnknownJob
 from service.jobs.build import BuildFailed, build_archive
 from service.jobs.model import JobStatus, JobView
+from service.metrics import JOB_SECONDS, REGISTRY
 from service.runtime import Runtime, open_runtime
 from service.settings import Settings
 from service.writer import Progress
@@ -176,22 +177,34 @@ async def build_archive_job(ctx: JobContext, *, archive_id: str) -> dict[str, An
         job.meta.pop("error", None)
         await job.update(meta=job.meta)  # also the heartbeat
 
+    started = time.monotonic()
+    outcome = "cancelled"
     try:
         await build_archive(runtime, manifest, report)
+        outcome = "ready"
     except BuildFailed as exc:
+        outcome = "failed"
         job.meta["error"] = exc.message
         await job.update(meta=job.meta)
         if exc.retryable:
             raise
         return {"ok": False, "error": exc.message}
+    finally:
+        JOB_SECONDS.labels(outcome).observe(time.monotonic() - started)
     return {"ok": True}
 
 
-async def run_worker(settings: Settings, *, concurrency: int, burst: bool = False) -> None:
+async def run_worker(
+    settings: Settings, *, concurrency: int, burst: bool = False, metrics_port: int = 0
+) -> None:
     """`zipedge worker`: process jobs until SIGINT/SIGTERM, then finish or hand back
     running jobs within the grace period (a handed-back job is retried elsewhere)."""
     if not settings.redis_url:
         raise DependencyUnavailable("zipedge worker needs ZIPEDGE_REDIS_URL")
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr="127.0.0.1", registry=REGISTRY)
     async with open_runtime(settings) as runtime:
         queue = Queue.from_url(settings.redis_url, name=QUEUE_NAME)
         timers: PartialTimersDict = {

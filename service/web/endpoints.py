@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from email.utils import formatdate
 
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 
@@ -14,6 +15,8 @@ from service.archive.names import content_disposition
 from service.archive.selection import parse_date_range
 from service.cache.store import FolderArchiveCache
 from service.exceptions import UnknownArchive
+from service.jobs.queue import JobQueue
+from service.metrics import JOBS_QUEUED, render
 from service.runtime import Runtime
 from service.web.bodies import read_json
 from service.web.jobs import job_response
@@ -122,6 +125,12 @@ async def cached_archive(request: Request) -> Response:
     )
     response.headers["Content-Disposition"] = content_disposition(filename)
     return response
+
+
+async def metrics(request: Request) -> Response:
+    jobs: JobQueue = request.app.state.jobs
+    JOBS_QUEUED.set(await jobs.depth())
+    return Response(render(), media_type=CONTENT_TYPE_LATEST)
 
 
 async def healthz(request: Request) -> Response:

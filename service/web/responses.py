@@ -18,6 +18,7 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from service.exceptions import ZipedgeError
+from service.metrics import STREAM_BYTES, STREAM_OUTCOMES, STREAMS_ACTIVE
 from service.sources.base import closing
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,15 @@ class ArchiveResponse(Response):
             self.outcome = "complete"
             return
 
+        STREAMS_ACTIVE.inc()
+        try:
+            await self._serve(start, receive, send)
+        finally:
+            STREAMS_ACTIVE.dec()
+            STREAM_BYTES.inc(self.bytes_sent)
+            STREAM_OUTCOMES.labels(self.outcome or "disconnected").inc()
+
+    async def _serve(self, start: Message, receive: Receive, send: Send) -> None:
         async with anyio.create_task_group() as group:
 
             async def stream() -> None:

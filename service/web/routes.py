@@ -16,6 +16,7 @@ routes = [
     Route("/v1/jobs/{job_id}", jobs.get_job, methods=["GET"], name="job"),
     Route("/v1/jobs/{job_id}", jobs.cancel_job, methods=["DELETE"]),
     Route("/v1/jobs/{job_id}/events", jobs.job_events, methods=["GET"], name="job_events"),
+    Route("/metrics", endpoints.metrics, methods=["GET"]),
     Route("/healthz", endpoints.healthz, methods=["GET", "HEAD"]),
     Route("/readyz", endpoints.readyz, methods=["GET", "HEAD"]),
 ]
