@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +15,6 @@ from redis import asyncio as aioredis
 
 from service.archive.manifest import Entry, Manifest
 from service.cache.lock import BuildLock, LocalBuildLock, RedisBuildLock
-from service.cache.presign import Credentials
 from service.cache.store import (
     ArchiveCache,
     CachedArchive,
@@ -31,6 +30,7 @@ from service.manifests import FolderManifestStore, ManifestStore, RedisManifestS
 from service.metrics import CACHE_LOOKUPS
 from service.resolver import Limits, Resolver
 from service.settings import Settings
+from service.sigv4 import Credentials
 from service.sources.base import Reader, Source
 from service.sources.folder import FolderSource
 from service.sources.http import HttpOrigin
@@ -159,6 +159,19 @@ class Runtime:
             raise DependencyUnavailable(f"redis: {exc}") from exc
 
 
+def _credentials(settings: Settings, client: Any) -> Callable[[], Awaitable[Credentials]]:
+    if settings.s3.access_key and settings.s3.secret_key:
+        fixed = Credentials(settings.s3.access_key, settings.s3.secret_key)
+
+        async def explicit() -> Credentials:
+            return fixed
+
+        return explicit
+    from service.sources.s3_get import client_credentials
+
+    return client_credentials(client)
+
+
 async def _s3_cache(settings: Settings, client: Any) -> S3ArchiveCache:
     assert settings.cache is not None
     endpoint = settings.s3.endpoint_url
@@ -202,8 +215,19 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         source: Source
         if settings.source.scheme == "s3":
             from service.sources.s3 import S3Source
+            from service.sources.s3_get import open_object_getter
 
-            source = S3Source(s3_client, bucket=settings.source.bucket, prefix=settings.source.prefix)
+            getter = await stack.enter_async_context(
+                open_object_getter(
+                    endpoint_url=settings.s3.endpoint_url,
+                    region=settings.s3.region or "us-east-1",
+                    credentials=_credentials(settings, s3_client),
+                    max_connections=settings.fetch_concurrency + S3_POOL_HEADROOM,
+                )
+            )
+            source = S3Source(
+                s3_client, bucket=settings.source.bucket, prefix=settings.source.prefix, getter=getter
+            )
         else:
             source = FolderSource(settings.source.path)
         stack.push_async_callback(source.aclose)

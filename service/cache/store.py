@@ -29,9 +29,9 @@ from aiocache import SimpleMemoryCache
 from botocore.exceptions import BotoCoreError, ClientError
 
 from service.archive.names import content_disposition
-from service.cache.presign import Credentials, presign_get
 from service.constants import MiB
 from service.exceptions import DependencyUnavailable, ZipedgeError
+from service.sigv4 import Credentials, presign_get
 
 logger = logging.getLogger(__name__)
 

@@ -38,6 +38,7 @@ from service.exceptions import (
     ZipedgeError,
 )
 from service.sources.base import ObjectInfo
+from service.sources.s3_get import ObjectGetter
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -167,8 +168,12 @@ def _translate(what: str, *, missing: type[SourceError | ObjectNotFound] = Objec
 class S3Source:
     """Objects under `prefix` in `bucket`; keys in and out are relative to the prefix."""
 
-    def __init__(self, client: S3Client, *, bucket: str, prefix: str) -> None:
+    def __init__(
+        self, client: S3Client, *, bucket: str, prefix: str, getter: ObjectGetter | None = None
+    ) -> None:
         self._client = client
+        # Object bodies through the lean aiohttp path when given; else through botocore.
+        self._getter = getter
         self.bucket = bucket
         self.prefix = normalize_prefix(prefix)
 
@@ -224,6 +229,12 @@ class S3Source:
         if offset < 0:
             raise ValueError("offset must not be negative")
         what = f"read {key!r}" + (f" from {offset}" if offset else "")
+        if self._getter is not None:
+            async for chunk in self._getter.get(
+                self.bucket, self._key(key), offset=offset, etag=etag, what=what
+            ):
+                yield chunk
+            return
         params: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key(key)}
         if offset:
             params["Range"] = f"bytes={offset}-"

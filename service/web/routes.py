@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from service.web import endpoints, jobs
+from service.web import endpoints, jobs, page
 
 routes = [
     Route("/v1/zip", endpoints.zip_range, methods=["GET", "HEAD"]),
@@ -19,4 +19,5 @@ routes = [
     Route("/metrics", endpoints.metrics, methods=["GET"]),
     Route("/healthz", endpoints.healthz, methods=["GET", "HEAD"]),
     Route("/readyz", endpoints.readyz, methods=["GET", "HEAD"]),
+    *page.routes,
 ]

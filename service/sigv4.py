@@ -1,4 +1,8 @@
-"""Stable presigned GET URLs (SigV4, query-string auth) for cached archives.
+"""AWS Signature Version 4 for S3: stable presigned URLs, and signed GET headers.
+
+Pure: hashing and string building only.
+
+*Presigned URLs* (query-string auth) for cached archives:
 
 botocore signs with the current second, so every redirect would be a new URL and a new
 CDN cache entry. Here the signing time is floored to a window (default one hour) and the
@@ -8,7 +12,11 @@ minimum validity after it was handed out.
 
 The URL's host may be the edge's (`public_url`) while the signature is computed for the
 origin's host: the edge forwards with the origin's Host header, so S3 verifies it.
-Pure: hashing and string building only.
+
+*Signed headers* for the fetcher's object GETs: botocore spends about 2 ms of CPU per
+request (event hooks, parsing, signing) against 0.3 ms for a plain aiohttp GET signed
+here (measured on SeaweedFS, 200 KiB objects); on a 2-core machine that is the
+difference between CPU-bound and network-bound streaming.
 """
 
 from __future__ import annotations
@@ -38,6 +46,46 @@ def _hmac(key: bytes, message: str) -> bytes:
 
 def _encode(value: str) -> str:
     return quote(value, safe=_UNRESERVED)
+
+
+def _signing_key(secret_key: str, day: str, region: str) -> bytes:
+    key_date = _hmac(f"AWS4{secret_key}".encode(), day)
+    return _hmac(_hmac(_hmac(key_date, region), "s3"), "aws4_request")
+
+
+def canonical_path(path: str) -> str:
+    return "/".join(_encode(segment) for segment in path.split("/"))
+
+
+def sign_get_headers(
+    *, host: str, path: str, credentials: Credentials, region: str, now: float | None = None
+) -> dict[str, str]:
+    """Authorization headers for `GET path` at `host` (payload unsigned, as S3 allows).
+    Headers not signed here (Range, If-Match) may be added freely."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
+    day = stamp[:8]
+    scope = f"{day}/{region}/s3/aws4_request"
+    headers = {"x-amz-content-sha256": "UNSIGNED-PAYLOAD", "x-amz-date": stamp}
+    if credentials.session_token:
+        headers["x-amz-security-token"] = credentials.session_token
+    names = sorted(["host", *headers])
+    values = {"host": host, **headers}
+    canonical_headers = "".join(f"{name}:{values[name]}\n" for name in names)
+    signed = ";".join(names)
+    canonical_request = "\n".join(
+        ["GET", canonical_path(path), "", canonical_headers, signed, "UNSIGNED-PAYLOAD"]
+    )
+    string_to_sign = "\n".join(
+        ["AWS4-HMAC-SHA256", stamp, scope, hashlib.sha256(canonical_request.encode()).hexdigest()]
+    )
+    signature = hmac.new(
+        _signing_key(credentials.secret_key, day, region), string_to_sign.encode(), hashlib.sha256
+    )
+    headers["authorization"] = (
+        f"AWS4-HMAC-SHA256 Credential={credentials.access_key}/{scope}, "
+        f"SignedHeaders={signed}, Signature={signature.hexdigest()}"
+    )
+    return headers
 
 
 def window_start(now: float, window_s: int) -> int:
@@ -83,7 +131,7 @@ def presign_get(
     else:
         host = f"{bucket}.{host}"
         path = f"/{key}"
-    canonical_path = "/".join(_encode(segment) for segment in path.split("/"))
+    path = canonical_path(path)
 
     query = {
         "X-Amz-Algorithm": "AWS4-HMAC-SHA256",
@@ -99,14 +147,13 @@ def presign_get(
     canonical_query = "&".join(f"{_encode(k)}={_encode(v)}" for k, v in sorted(query.items()))
 
     canonical_request = "\n".join(
-        ["GET", canonical_path, canonical_query, f"host:{host}\n", "host", "UNSIGNED-PAYLOAD"]
+        ["GET", path, canonical_query, f"host:{host}\n", "host", "UNSIGNED-PAYLOAD"]
     )
     string_to_sign = "\n".join(
         ["AWS4-HMAC-SHA256", stamp, scope, hashlib.sha256(canonical_request.encode()).hexdigest()]
     )
-    key_date = _hmac(f"AWS4{credentials.secret_key}".encode(), day)
-    signing_key = _hmac(_hmac(_hmac(key_date, region), "s3"), "aws4_request")
+    signing_key = _signing_key(credentials.secret_key, day, region)
     signature = hmac.new(signing_key, string_to_sign.encode(), hashlib.sha256).hexdigest()
 
     base = public_url.rstrip("/") if public_url else f"{parts.scheme}://{host}"
-    return f"{base}{canonical_path}?{canonical_query}&X-Amz-Signature={signature}"
+    return f"{base}{path}?{canonical_query}&X-Amz-Signature={signature}"

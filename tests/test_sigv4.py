@@ -11,7 +11,7 @@ from botocore.auth import S3SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as BotoCredentials
 
-from service.cache.presign import MAX_EXPIRES_S, Credentials, presign_get
+from service.sigv4 import MAX_EXPIRES_S, Credentials, presign_get
 
 CREDS = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
 BASE = dict(
