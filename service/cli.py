@@ -76,7 +76,9 @@ def _worker(args: argparse.Namespace) -> int:
     print(
         f"zipedge worker: {concurrency} jobs at a time from {settings.redis_url}", file=sys.stderr, flush=True
     )
-    asyncio.run(run_worker(settings, concurrency=concurrency, burst=args.burst))
+    asyncio.run(
+        run_worker(settings, concurrency=concurrency, burst=args.burst, metrics_port=args.metrics_port)
+    )
     return 0
 
 
@@ -96,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--concurrency", type=int, default=0, help="jobs at a time (ZIPEDGE_WORKER_CONCURRENCY)"
     )
     worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    worker.add_argument("--metrics-port", type=int, default=0, help="serve /metrics on 127.0.0.1:PORT")
     worker.set_defaults(func=_worker)
 
     demo = commands.add_parser("demo", help="write demo photos into the source folder")

@@ -15,6 +15,7 @@ from service.archive.names import validate_key
 from service.archive.selection import DateRange
 from service.constants import LIST_CONCURRENCY, MAX_POSTED_ENTRIES, STAT_CONCURRENCY
 from service.exceptions import HostNotAllowed, InvalidParameter, NothingSelected, TooLarge
+from service.listing import DayListingCache
 from service.sources.base import ObjectInfo, Reader, Source
 from service.sources.http import validate_url
 
@@ -72,7 +73,12 @@ class Resolver:
         self._http_allow = http_allow
 
     async def date_range(self, selection: DateRange) -> Manifest:
-        listings = await _bounded_map(selection.prefixes(), self._source.list, LIST_CONCURRENCY)
+        prefixes = selection.prefixes()
+        if isinstance(self._source, DayListingCache):
+            # Cached, and one Redis round trip for the whole range instead of one per day.
+            listings = await self._source.list_days(prefixes)
+        else:
+            listings = await _bounded_map(prefixes, self._source.list, LIST_CONCURRENCY)
         objects: list[ObjectInfo] = [info for day in listings for info in day]
         if not objects:
             raise NothingSelected(f"no objects between {selection.start} and {selection.end}")

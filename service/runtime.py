@@ -26,6 +26,7 @@ from service.cache.store import (
 from service.cache.tee import Build, Tee
 from service.constants import REDIS_SOCKET_TIMEOUT_S, S3_POOL_HEADROOM, TEE_MAX_LAG_BYTES
 from service.exceptions import ConfigError, DependencyUnavailable, ZipedgeError
+from service.listing import DayListingCache
 from service.manifests import FolderManifestStore, ManifestStore, RedisManifestStore
 from service.metrics import CACHE_LOOKUPS
 from service.resolver import Limits, Resolver
@@ -253,6 +254,14 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         else:
             manifests = FolderManifestStore(settings.data_dir / "manifests")
             lock = LocalBuildLock()
+
+        if settings.source.scheme == "s3":
+            # Day listings cached in process and shared through Redis, so a repeat click
+            # costs no S3 LIST. Not the folder: listing it is cheap, and files dropped in by
+            # hand must show up at once.
+            listings = DayListingCache(source, source_id=str(settings.source), redis=redis)
+            stack.push_async_callback(listings.aclose)
+            source = listings
 
         cache: ArchiveCache | None = None
         if settings.cache is not None and settings.cache.scheme == "s3":

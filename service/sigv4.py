@@ -57,11 +57,22 @@ def canonical_path(path: str) -> str:
     return "/".join(_encode(segment) for segment in path.split("/"))
 
 
+def canonical_query(query: dict[str, str]) -> str:
+    return "&".join(f"{_encode(k)}={_encode(v)}" for k, v in sorted(query.items()))
+
+
 def sign_get_headers(
-    *, host: str, path: str, credentials: Credentials, region: str, now: float | None = None
+    *,
+    host: str,
+    path: str,
+    credentials: Credentials,
+    region: str,
+    query: dict[str, str] | None = None,
+    now: float | None = None,
 ) -> dict[str, str]:
-    """Authorization headers for `GET path` at `host` (payload unsigned, as S3 allows).
-    Headers not signed here (Range, If-Match) may be added freely."""
+    """Authorization headers for `GET path?query` at `host` (payload unsigned, as S3
+    allows). Headers not signed here (Range, If-Match) may be added freely; the request
+    must send the query exactly as `canonical_query` encodes it."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
     day = stamp[:8]
     scope = f"{day}/{region}/s3/aws4_request"
@@ -73,7 +84,14 @@ def sign_get_headers(
     canonical_headers = "".join(f"{name}:{values[name]}\n" for name in names)
     signed = ";".join(names)
     canonical_request = "\n".join(
-        ["GET", canonical_path(path), "", canonical_headers, signed, "UNSIGNED-PAYLOAD"]
+        [
+            "GET",
+            canonical_path(path),
+            canonical_query(query or {}),
+            canonical_headers,
+            signed,
+            "UNSIGNED-PAYLOAD",
+        ]
     )
     string_to_sign = "\n".join(
         ["AWS4-HMAC-SHA256", stamp, scope, hashlib.sha256(canonical_request.encode()).hexdigest()]
@@ -144,11 +162,9 @@ def presign_get(
         query["X-Amz-Security-Token"] = credentials.session_token
     for name, value in sorted((response_headers or {}).items()):
         query[name] = value
-    canonical_query = "&".join(f"{_encode(k)}={_encode(v)}" for k, v in sorted(query.items()))
+    encoded_query = canonical_query(query)
 
-    canonical_request = "\n".join(
-        ["GET", path, canonical_query, f"host:{host}\n", "host", "UNSIGNED-PAYLOAD"]
-    )
+    canonical_request = "\n".join(["GET", path, encoded_query, f"host:{host}\n", "host", "UNSIGNED-PAYLOAD"])
     string_to_sign = "\n".join(
         ["AWS4-HMAC-SHA256", stamp, scope, hashlib.sha256(canonical_request.encode()).hexdigest()]
     )
@@ -156,4 +172,4 @@ def presign_get(
     signature = hmac.new(signing_key, string_to_sign.encode(), hashlib.sha256).hexdigest()
 
     base = public_url.rstrip("/") if public_url else f"{parts.scheme}://{host}"
-    return f"{base}{path}?{canonical_query}&X-Amz-Signature={signature}"
+    return f"{base}{path}?{encoded_query}&X-Amz-Signature={signature}"

@@ -19,10 +19,10 @@ import logging
 import math
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
 from aiocache import SimpleMemoryCache
@@ -34,6 +34,8 @@ from service.exceptions import DependencyUnavailable, ZipedgeError
 from service.sigv4 import Credentials, presign_get
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: Smallest multipart part (S3 needs 5 MiB; larger parts mean fewer requests).
 MIN_PART_BYTES = 8 * MiB
@@ -51,6 +53,17 @@ class CacheWriteFailed(ZipedgeError):
     """A cache object could not be written; the stream it tees from is unaffected."""
 
     code = "cache_write_failed"
+
+
+async def _settle(work: Awaitable[T]) -> T:
+    """Run `work` to the end even if the caller is cancelled meanwhile (then re-raise the
+    cancellation): a half-done abort would leave a temp file or an upload behind."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        raise
 
 
 def part_size_for(total: int) -> int:
@@ -145,13 +158,15 @@ class S3CacheWriter:
 
     async def start(self) -> None:
         with _s3_errors("create multipart upload"):
-            created = await self._client.create_multipart_upload(
-                Bucket=self._bucket,
-                Key=self._key,
-                ContentType="application/zip",
-                ContentDisposition=content_disposition(self._filename),
-                CacheControl=IMMUTABLE,
-                Metadata={"zipedge-size": str(self._size)},
+            created = await _settle(
+                self._client.create_multipart_upload(
+                    Bucket=self._bucket,
+                    Key=self._key,
+                    ContentType="application/zip",
+                    ContentDisposition=content_disposition(self._filename),
+                    CacheControl=IMMUTABLE,
+                    Metadata={"zipedge-size": str(self._size)},
+                )
             )
         self._upload_id = created["UploadId"]
 
@@ -241,8 +256,8 @@ class S3CacheWriter:
         self._finished = True
         for task in list(self._tasks):
             task.cancel()
-        # Shielded: abort runs when a stream is being cancelled and must still reach S3.
-        await asyncio.shield(self._finish_abort())
+        # Settled: abort runs when a stream is being cancelled and must still reach S3.
+        await _settle(self._finish_abort())
 
     async def _finish_abort(self) -> None:
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -350,7 +365,16 @@ class FolderCacheWriter:
             fd, tmp = tempfile.mkstemp(dir=self._directory, prefix=".partial-", suffix=".zip")
             return os.fdopen(fd, "wb"), tmp
 
-        self._handle, self._tmp = await asyncio.to_thread(open_tmp)
+        opening = asyncio.ensure_future(asyncio.to_thread(open_tmp))
+        try:
+            self._handle, self._tmp = await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            await asyncio.wait([opening])
+            if not opening.cancelled() and opening.exception() is None:
+                handle, tmp = opening.result()
+                handle.close()
+                os.unlink(tmp)
+            raise
 
     async def write(self, chunk: bytes) -> None:
         self._written += len(chunk)
@@ -401,7 +425,7 @@ class FolderCacheWriter:
             with contextlib.suppress(OSError):
                 os.unlink(self._tmp)
 
-        await asyncio.shield(asyncio.to_thread(discard))
+        await _settle(asyncio.to_thread(discard))
 
 
 class FolderArchiveCache:

@@ -190,6 +190,15 @@ class S3Source:
     async def list(self, prefix: str) -> list[ObjectInfo]:
         full = self._key(prefix, allow_empty=True)
         found: list[ObjectInfo] = []
+        if self._getter is not None:
+            rows = await self._getter.list(self.bucket, full, what=f"list {prefix!r}")
+            found = [
+                ObjectInfo(key=key[len(self.prefix) :], size=size, etag=etag, mtime=mtime)
+                for key, size, etag, mtime in rows
+                if not key.endswith("/")  # "folder" markers made by consoles and tools
+            ]
+            found.sort(key=lambda info: info.key)
+            return found
         params: dict[str, Any] = {"Bucket": self.bucket, "Prefix": full, "MaxKeys": S3_LIST_PAGE}
         with _translate(f"list {prefix!r}", missing=SourceError):
             while True:

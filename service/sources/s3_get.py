@@ -14,13 +14,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
 from urllib.parse import urlsplit
+from xml.etree import ElementTree
 
 import aiohttp
 
-from service.constants import READ_CHUNK_BYTES, S3_CONNECT_TIMEOUT_S, S3_READ_TIMEOUT_S
+from service.constants import READ_CHUNK_BYTES, S3_CONNECT_TIMEOUT_S, S3_LIST_PAGE, S3_READ_TIMEOUT_S
 from service.exceptions import ObjectChanged, ObjectMissing, SourceError, SourceUnavailable
-from service.sigv4 import Credentials, canonical_path, sign_get_headers
+from service.sigv4 import Credentials, canonical_path, canonical_query, sign_get_headers
 
 CredentialsFn = Callable[[], Awaitable[Credentials]]
 
@@ -90,6 +92,54 @@ class ObjectGetter:
                     yield chunk
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise SourceUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
+
+    async def list(self, bucket: str, prefix: str, *, what: str) -> list[tuple[str, int, str, int]]:
+        """ListObjectsV2, every page: (key, size, etag, mtime) in key order. Parsed with the
+        C ElementTree: botocore's parser costs ~50 us a key, a cold date range's TTFB."""
+        host, path = self._target(bucket, "")
+        if self._path_style:
+            path = f"/{bucket}"
+        found: list[tuple[str, int, str, int]] = []
+        query = {"list-type": "2", "prefix": prefix, "max-keys": str(S3_LIST_PAGE)}
+        while True:
+            headers = sign_get_headers(
+                host=host, path=path, credentials=await self._credentials(), region=self._region, query=query
+            )
+            url = f"{self._scheme}://{host}{canonical_path(path)}?{canonical_query(query)}"
+            try:
+                async with self._session.get(url, headers=headers) as response:
+                    if response.status == 404:  # the bucket itself: no retry will help
+                        raise SourceError(f"{what}: bucket {bucket!r} not found (check ZIPEDGE_SOURCE)")
+                    await _check(response, 0, what)
+                    body = await response.read()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise SourceUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
+            token = _parse_listing(body, found, what)
+            if not token:
+                return found
+            query["continuation-token"] = token
+
+
+def _parse_listing(body: bytes, found: list[tuple[str, int, str, int]], what: str) -> str:
+    """Append a page's objects to `found`; return the continuation token ("" at the end)."""
+    try:
+        root = ElementTree.fromstring(body)
+    except ElementTree.ParseError as exc:
+        raise SourceUnavailable(f"{what}: unreadable listing: {exc}") from exc
+    ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+    for item in root.iter(f"{ns}Contents"):
+        key = item.findtext(f"{ns}Key") or ""
+        modified = item.findtext(f"{ns}LastModified") or "1970-01-01T00:00:00Z"
+        found.append(
+            (
+                key,
+                int(item.findtext(f"{ns}Size") or 0),
+                (item.findtext(f"{ns}ETag") or "").strip('"'),
+                int(datetime.fromisoformat(modified.replace("Z", "+00:00")).timestamp()),
+            )
+        )
+    truncated = (root.findtext(f"{ns}IsTruncated") or "false") == "true"
+    return (root.findtext(f"{ns}NextContinuationToken") or "") if truncated else ""
 
 
 async def _check(response: aiohttp.ClientResponse, offset: int, what: str) -> None:

@@ -91,7 +91,9 @@ async def settle(runtime: Runtime) -> None:
         await asyncio.sleep(0.02)
 
 
-async def test_stream_then_redirect_to_a_stable_presigned_url(stack: Stack, redis_server: RedisServer) -> None:
+async def test_stream_then_redirect_to_a_stable_presigned_url(
+    stack: Stack, redis_server: RedisServer
+) -> None:
     app = create_app(stack.settings(redis_server.url))
     with serve(app) as url:
         async with httpx.AsyncClient(base_url=url, timeout=60) as client:

@@ -117,7 +117,7 @@ def test_cancel_and_unknown_jobs(url: str, tmp_path: Path) -> None:
         cancelled = client.delete(job["status_url"]).json()
         assert cancelled["status"] in ("cancelled", "ready")  # it may have won the race
         if cancelled["status"] == "cancelled":
-            assert not list((tmp_path / "cache").glob("*.zip"))
+            assert not list((tmp_path / "cache").glob("[!.]*.zip"))
         assert not list((tmp_path / "cache").glob(".partial-*"))
         missing = client.get("/v1/jobs/0123456789abcdef0123456789abcdef")
         bad = client.get("/v1/jobs/nope")

@@ -77,7 +77,11 @@ class Jobs:
     def spawn(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         with (self.tmp / f"{name}-{len(self.processes)}.log").open("wb") as log:
             process = subprocess.Popen(
-                [sys.executable, *args], cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT
+                [sys.executable, *args],
+                cwd=ROOT,
+                env={**os.environ, **env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         self.processes.append(process)
         return process
@@ -88,8 +92,16 @@ class Jobs:
         upstream = self.seaweedfs.endpoint_url.rsplit(":", 1)[1]
         self.spawn(
             "proxy",
-            ["-m", "bench.delay_proxy", "--listen", f"127.0.0.1:{port}", "--upstream",
-             f"127.0.0.1:{upstream}", "--delay-ms", str(delay_ms)],
+            [
+                "-m",
+                "bench.delay_proxy",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--upstream",
+                f"127.0.0.1:{upstream}",
+                "--delay-ms",
+                str(delay_ms),
+            ],
             {},
         )
         wait_port(port)
@@ -146,8 +158,8 @@ def service(jobs: Jobs) -> Iterator[str]:
         yield url
 
 
-async def poll(client: httpx.AsyncClient, url: str, until: Any, timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
+async def poll(client: httpx.AsyncClient, url: str, until: Any, limit_s: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + limit_s
     while True:
         job: dict[str, Any] = (await client.get(url)).json()
         if until(job):
@@ -184,7 +196,7 @@ async def test_cancel_a_running_job(jobs: Jobs, service: str) -> None:
         await poll(client, job["status_url"], lambda j: j["status"] == "running" and j["bytes_done"] > 0)
         cancelled = await client.delete(job["status_url"])
         assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
-        final = await poll(client, job["status_url"], lambda j: j["status"] != "running", timeout=10)
+        final = await poll(client, job["status_url"], lambda j: j["status"] != "running", limit_s=10)
         assert final["status"] == "cancelled"
         deadline = time.monotonic() + 20
         while await jobs.uploads():  # the worker aborts its upload as the task is cancelled
@@ -202,7 +214,9 @@ async def test_a_killed_worker_loses_nothing(jobs: Jobs, service: str) -> None:
         doomed.send_signal(signal.SIGKILL)
         doomed.wait()
         jobs.worker(AWS_ENDPOINT_URL=slow, ZIPEDGE_FETCH_CONCURRENCY="8")
-        final = await poll(client, job["status_url"], lambda j: j["status"] in ("ready", "failed"), timeout=90)
+        final = await poll(
+            client, job["status_url"], lambda j: j["status"] in ("ready", "failed"), timeout=90
+        )
         assert final["status"] == "ready", final
         assert final["attempts"] >= 2
         archive = await client.get(final["download_url"])

@@ -38,7 +38,6 @@ from service.sources.s3 import (
 from service.stack.ports import free_port
 from service.stack.seaweedfs import SeaweedFS
 
-
 integration = pytest.mark.integration
 DAY = "2025/01/05/"
 

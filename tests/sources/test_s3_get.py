@@ -27,11 +27,16 @@ def fixed(credentials: Credentials):  # type: ignore[no-untyped-def]
 
 
 @contextlib.asynccontextmanager
-async def getter_for(seaweedfs: SeaweedFS, credentials: Credentials | None = None, endpoint: str = "",
-                     connections: int = 8) -> AsyncIterator[ObjectGetter]:
+async def getter_for(
+    seaweedfs: SeaweedFS, credentials: Credentials | None = None, endpoint: str = "", connections: int = 8
+) -> AsyncIterator[ObjectGetter]:
     creds = credentials or Credentials(seaweedfs.access_key, seaweedfs.secret_key)
-    async with open_object_getter(endpoint_url=endpoint or seaweedfs.endpoint_url, region=seaweedfs.region,
-                                  credentials=fixed(creds), max_connections=connections) as getter:
+    async with open_object_getter(
+        endpoint_url=endpoint or seaweedfs.endpoint_url,
+        region=seaweedfs.region,
+        credentials=fixed(creds),
+        max_connections=connections,
+    ) as getter:
         yield getter
 
 
@@ -61,9 +66,15 @@ async def test_client_credentials_come_from_the_aioboto3_chain(
     seaweedfs: SeaweedFS, s3_client: Any, s3_bucket: str
 ) -> None:
     await s3_client.put_object(Bucket=s3_bucket, Key="k", Body=b"hello")
-    async with open_object_getter(endpoint_url=seaweedfs.endpoint_url, region=seaweedfs.region,
-                                  credentials=client_credentials(s3_client), max_connections=2) as getter:
-        assert await read_all(S3Source(s3_client, bucket=s3_bucket, prefix="", getter=getter), "k") == b"hello"
+    async with open_object_getter(
+        endpoint_url=seaweedfs.endpoint_url,
+        region=seaweedfs.region,
+        credentials=client_credentials(s3_client),
+        max_connections=2,
+    ) as getter:
+        assert (
+            await read_all(S3Source(s3_client, bucket=s3_bucket, prefix="", getter=getter), "k") == b"hello"
+        )
 
 
 async def test_wrong_secret_is_a_clear_non_retryable_error(
@@ -92,3 +103,28 @@ async def test_abandoned_reads_give_their_connections_back(
             async with contextlib.aclosing(source.read("big")) as body:  # type: ignore[type-var]
                 assert len(await anext(body)) == READ_CHUNK_BYTES
         assert len(await read_all(source, "big")) == 4 * READ_CHUNK_BYTES
+
+
+async def test_listing_pages_and_matches_botocore(
+    seaweedfs: SeaweedFS, s3_client: Any, s3_bucket: str
+) -> None:
+    import asyncio
+
+    keys = [f"p/2025/01/02/{i:05d}-ü +x.jpg" for i in range(1105)] + [
+        "p/2025/01/02/deep/a.jpg",
+        "p/2025/01/03/z",
+    ]
+    semaphore = asyncio.Semaphore(32)
+
+    async def put(key: str) -> None:
+        async with semaphore:
+            await s3_client.put_object(Bucket=s3_bucket, Key=key, Body=key.encode())
+
+    await asyncio.gather(*map(put, keys))
+    async with getter_for(seaweedfs) as getter:
+        lean = await S3Source(s3_client, bucket=s3_bucket, prefix="p", getter=getter).list("2025/01/02/")
+        with pytest.raises(SourceError, match="not found"):
+            await S3Source(s3_client, bucket="no-such-bucket", prefix="", getter=getter).list("x/")
+    classic = await S3Source(s3_client, bucket=s3_bucket, prefix="p").list("2025/01/02/")
+    assert lean == classic
+    assert len(lean) == 1106 and lean[-1].key == "2025/01/02/deep/a.jpg"

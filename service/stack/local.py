@@ -1,0 +1,510 @@
+"""`zipedge stack`: the whole deployment on loopback, without Docker.
+
+SeaweedFS (S3, with the source and cache buckets and demo photos), redis-server, the
+service (`zipedge serve` in a subprocess), the worker once `zipedge worker` exists, the
+reverse proxy from `nginx/` and the edge cache from `edge/`, each on a free 127.0.0.1
+port, state under one directory. It prints one `<name>: <url>` line per component on
+stdout (progress goes to stderr), then supervises: a component that dies stops
+everything (exit 1); SIGINT/SIGTERM stop everything in reverse start order (exit 0).
+
+The component list is `LocalStack.specs()`: add a spec there to run one more process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import http.client
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import IO, Protocol, Self, TextIO, TypeVar
+
+from service.stack.nginx import Nginx, answers
+from service.stack.ports import HOST, free_port, free_ports_with_offset
+from service.stack.redis import RedisServer
+from service.stack.seaweedfs import SeaweedFS
+
+SOURCE_BUCKET = "zipedge"
+SOURCE_PREFIX = "photos"
+CACHE_BUCKET = "zipedge-cache"
+CACHE_PREFIX = "archives"
+#: Cache objects are content-addressed and rebuilt on demand, so a short life only costs
+#: a rebuild; a local stack should not grow without bound.
+CACHE_EXPIRE_DAYS = 7
+#: A multipart upload left by a crashed build is garbage after a day (no build takes that).
+ABORT_MULTIPART_DAYS = 1
+
+#: Edge settings for the local stack (see edge/README.md).
+EDGE_SLICE_SIZE = "8m"
+EDGE_CACHE_VALID = "1h"
+EDGE_CACHE_MAX_SIZE = "2g"
+
+SERVICE_START_TIMEOUT_S = 60.0
+SERVICE_STOP_TIMEOUT_S = 15.0  # uvicorn's own graceful shutdown is 10 s (cli.py)
+_SERVICE_START_ATTEMPTS = 3
+_UPLOAD_CONCURRENCY = 16
+_SUPERVISE_INTERVAL_S = 0.5
+_LOG_TAIL_BYTES = 4000
+
+_T = TypeVar("_T")
+
+
+class Component(Protocol):
+    """What the supervisor needs of a running part of the stack."""
+
+    @property
+    def pid(self) -> int | None: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def log_tail(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentSpec:
+    """One part of the stack: `create` builds it (after the earlier ones started),
+    `url` is printed as `<name>: <url>` (None: nothing to print)."""
+
+    name: str
+    create: Callable[[], Component]
+    url: Callable[[], str] | None = None
+    #: Runs once the component answers (e.g. creating buckets).
+    after_start: Callable[[], None] | None = None
+
+
+def repo_root() -> Path:
+    """The checkout holding `nginx/` and `edge/` (the templates are not in the package)."""
+    root = Path(__file__).resolve().parents[2]
+    for template in (root / "nginx" / "nginx.conf.template", root / "edge" / "nginx.conf.template"):
+        if not template.is_file():
+            raise FileNotFoundError(f"{template} not found: `zipedge stack` runs from a source checkout")
+    return root
+
+
+def has_command(name: str) -> bool:
+    """True when `zipedge <name>` exists (the worker arrives in a later release)."""
+    from service.cli import build_parser  # here: cli imports this module lazily too
+
+    for action in build_parser()._actions:  # argparse has no public API for this
+        if isinstance(action, argparse._SubParsersAction):
+            return name in action.choices
+    return False
+
+
+def exited(pid: int) -> bool:
+    """True when our child `pid` has exited, without reaping it (its Popen still can)."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
+class ZipedgeProcess:
+    """`python -m service <command>` with the stack's environment; with `http=True` it
+    is `serve` on a free port and ready when /readyz answers 200."""
+
+    def __init__(
+        self, name: str, args: list[str], data_dir: Path, env: dict[str, str], *, http: bool = False
+    ) -> None:
+        self.name = name
+        self.args = args
+        self.data_dir = data_dir
+        self.env = env
+        self.http = http
+        self.port = 0
+        self.log_path = data_dir / f"{name}.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        if not self.port:
+            raise RuntimeError(f"{self.name} is not started")
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def start(self) -> None:
+        if self._proc is not None:
+            raise RuntimeError(f"{self.name} already started")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + SERVICE_START_TIMEOUT_S
+        for attempt in range(1, _SERVICE_START_ATTEMPTS + 1):
+            self._spawn()
+            assert self._proc is not None
+            while self._proc.poll() is None and not self._ready():
+                if time.monotonic() >= deadline:
+                    self.stop()
+                    raise TimeoutError(f"{self.name} not ready; log tail:\n{self.log_tail()}")
+                time.sleep(0.1)
+            if self._proc.poll() is None:
+                return
+            self._reap()
+            if not self.http or attempt == _SERVICE_START_ATTEMPTS or time.monotonic() >= deadline:
+                raise RuntimeError(f"{self.name} exited at start:\n{self.log_tail()}")
+            # most likely the probed port was taken meanwhile: try another one
+
+    def stop(self, timeout: float = SERVICE_STOP_TIMEOUT_S) -> None:
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self._reap()
+
+    def log_tail(self, limit: int = _LOG_TAIL_BYTES) -> str:
+        try:
+            with self.log_path.open("rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                fh.seek(max(0, fh.tell() - limit))
+                return fh.read().decode(errors="replace")
+        except OSError:
+            return "(no log)"
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _spawn(self) -> None:
+        args = [sys.executable, "-m", "service", *self.args]
+        if self.http:
+            self.port = free_port()
+            args += ["--host", HOST, "--port", str(self.port)]
+        self._log = self.log_path.open("ab")
+        self._proc = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=self.data_dir,
+            env=self.env,
+            start_new_session=True,  # Ctrl-C reaches the stack only; it stops us in order
+        )
+
+    def _ready(self) -> bool:
+        if not self.http:
+            return True  # nothing to ask; alive is all we can tell
+        conn = http.client.HTTPConnection(HOST, self.port, timeout=2.0)
+        try:
+            conn.request("GET", "/readyz")
+            response = conn.getresponse()
+            response.read()
+            return response.status == 200
+        except OSError:
+            return False
+        finally:
+            conn.close()
+
+    def _reap(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+@dataclass
+class LocalStack:
+    """The local stack's configuration and, once started, its components."""
+
+    directory: Path
+    days: int = 5
+    per_day: int = 40
+    edge_port: int = 0  #: 0: a free one
+    end: date = field(default_factory=lambda: datetime.now(UTC).date())
+    err: TextIO = sys.stderr
+    s3: SeaweedFS | None = None
+    redis: RedisServer | None = None
+    service: ZipedgeProcess | None = None
+    nginx: Nginx | None = None
+    edge: Nginx | None = None
+
+    def __post_init__(self) -> None:
+        self.directory = self.directory.resolve()
+        self.root = repo_root()
+        if not self.edge_port:
+            # The service's redirect base must be known before the edge runs, so this
+            # port is chosen up front: below the ephemeral range (the offset helper
+            # picks there), where no outgoing connection can take it meanwhile.
+            self.edge_port = free_ports_with_offset(1, 1)[0]
+        elif answers(self.edge_port):  # fail before starting anything
+            raise RuntimeError(f"port {self.edge_port} (--edge-port) is already in use")
+
+    @property
+    def edge_url(self) -> str:
+        return f"http://{HOST}:{self.edge_port}"
+
+    @property
+    def start_day(self) -> date:
+        return self.end - timedelta(days=self.days - 1)
+
+    def specs(self) -> list[ComponentSpec]:
+        """Every component, in start order (stopped in reverse)."""
+        specs = [
+            ComponentSpec("s3", self._create_s3, lambda: _started(self.s3).endpoint_url, self._seed_s3),
+            ComponentSpec("redis", self._create_redis, lambda: _started(self.redis).url),
+            ComponentSpec("service", self._create_service, lambda: _started(self.service).url),
+        ]
+        if has_command("worker"):
+            specs.append(ComponentSpec("worker", self._create_worker))
+        specs += [
+            ComponentSpec("nginx", self._create_nginx, lambda: _started(self.nginx).url),
+            ComponentSpec("edge", self._create_edge, lambda: _started(self.edge).url),
+        ]
+        return specs
+
+    def service_env(self) -> dict[str, str]:
+        """The environment of `zipedge serve`/`worker`: the caller's, minus anything that
+        would point the service elsewhere (AWS_*, proxies), plus the stack's settings."""
+        s3 = _started(self.s3)
+        redis = _started(self.redis)
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("AWS_") and not k.lower().endswith("_proxy")
+        }
+        env.update(
+            ZIPEDGE_SOURCE=f"s3://{SOURCE_BUCKET}/{SOURCE_PREFIX}",
+            ZIPEDGE_CACHE=f"s3://{CACHE_BUCKET}/{CACHE_PREFIX}",
+            ZIPEDGE_REDIS_URL=redis.url,
+            ZIPEDGE_PUBLIC_URL=self.edge_url,
+            ZIPEDGE_DATA_DIR=str(self.directory / "service" / "var"),
+            AWS_ENDPOINT_URL=s3.endpoint_url,
+            AWS_ACCESS_KEY_ID=s3.access_key,
+            AWS_SECRET_ACCESS_KEY=s3.secret_key,
+            AWS_REGION=s3.region,
+            PYTHONUNBUFFERED="1",
+        )
+        return env
+
+    # --- components -----------------------------------------------------------------------
+
+    def _create_s3(self) -> SeaweedFS:
+        self.s3 = SeaweedFS(self.directory / "s3", bucket=SOURCE_BUCKET)
+        return self.s3
+
+    def _seed_s3(self) -> None:
+        s3 = _started(self.s3)
+        s3.create_bucket(CACHE_BUCKET)
+        from service.demo import write_demo_photos
+
+        photos = self.directory / "demo"
+        write_demo_photos(photos, days=self.days, per_day=self.per_day, end=self.end)
+        count, lifecycle = asyncio.run(_upload_and_configure(s3, photos, self.start_day, self.end))
+        print(f"zipedge stack: {count} demo photos in s3://{SOURCE_BUCKET}/{SOURCE_PREFIX}", file=self.err)
+        print(f"zipedge stack: lifecycle on s3://{CACHE_BUCKET}: {lifecycle}", file=self.err)
+
+    def _create_redis(self) -> RedisServer:
+        self.redis = RedisServer(self.directory / "redis")
+        return self.redis
+
+    def _create_service(self) -> ZipedgeProcess:
+        env = self.service_env()
+        self.service = ZipedgeProcess("service", ["serve"], self.directory / "service", env, http=True)
+        return self.service
+
+    def _create_worker(self) -> ZipedgeProcess:
+        return ZipedgeProcess("worker", ["worker"], self.directory / "worker", self.service_env())
+
+    def _create_nginx(self) -> Nginx:
+        service = _started(self.service)
+        self.nginx = Nginx(
+            "nginx",
+            self.root / "nginx" / "nginx.conf.template",
+            self.directory / "nginx",
+            upstream=f"{HOST}:{service.port}",
+        )
+        return self.nginx
+
+    def _create_edge(self) -> Nginx:
+        s3 = _started(self.s3)
+        nginx = _started(self.nginx)
+        self.edge = Nginx(
+            "edge",
+            self.root / "edge" / "nginx.conf.template",
+            self.directory / "edge",
+            port=self.edge_port,
+            api_upstream=f"{HOST}:{nginx.port}",
+            origin=f"{HOST}:{s3.s3_port}",  # the Host the service signs for
+            cache_bucket=CACHE_BUCKET,
+            slice_size=EDGE_SLICE_SIZE,
+            cache_valid=EDGE_CACHE_VALID,
+            cache_max_size=EDGE_CACHE_MAX_SIZE,
+        )
+        return self.edge
+
+
+def _started(component: _T | None) -> _T:
+    if component is None:
+        raise RuntimeError("component used before it was started")
+    return component
+
+
+async def _upload_and_configure(s3: SeaweedFS, photos: Path, start: date, end: date) -> tuple[int, str]:
+    """Upload the demo photos of `start`..`end` and put the cache bucket's lifecycle rule;
+    return (photos uploaded, what became of the rule)."""
+    from botocore.exceptions import ClientError
+
+    from service.sources.s3 import open_s3_client
+
+    files = sorted(
+        path
+        for day in _days(start, end)
+        for path in (photos / f"{day:%Y/%m/%d}").glob("*.jpg")
+        if path.is_file()
+    )
+    async with open_s3_client(
+        endpoint_url=s3.endpoint_url,
+        region=s3.region,
+        access_key=s3.access_key,
+        secret_key=s3.secret_key,
+        max_pool_connections=_UPLOAD_CONCURRENCY,
+    ) as client:
+        gate = asyncio.Semaphore(_UPLOAD_CONCURRENCY)
+
+        async def upload(path: Path) -> None:
+            key = f"{SOURCE_PREFIX}/{path.relative_to(photos).as_posix()}"
+            async with gate:
+                body = await asyncio.to_thread(path.read_bytes)
+                await client.put_object(Bucket=SOURCE_BUCKET, Key=key, Body=body, ContentType="image/jpeg")
+
+        await asyncio.gather(*(upload(path) for path in files))
+        try:
+            await client.put_bucket_lifecycle_configuration(
+                Bucket=CACHE_BUCKET,
+                LifecycleConfiguration={
+                    "Rules": [
+                        {
+                            "ID": "zipedge-cache",
+                            "Status": "Enabled",
+                            "Filter": {"Prefix": f"{CACHE_PREFIX}/"},
+                            "Expiration": {"Days": CACHE_EXPIRE_DAYS},
+                            "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": ABORT_MULTIPART_DAYS},
+                        }
+                    ]
+                },
+            )
+            lifecycle = (
+                f"objects under {CACHE_PREFIX}/ expire after {CACHE_EXPIRE_DAYS} days, "
+                f"incomplete multipart uploads are aborted after {ABORT_MULTIPART_DAYS} day"
+            )
+        except ClientError as exc:  # not every S3 server has lifecycle rules
+            lifecycle = f"not supported by this server ({exc})"
+    return len(files), lifecycle
+
+
+def _days(start: date, end: date) -> Iterator[date]:
+    day = start
+    while day <= end:
+        yield day
+        day += timedelta(days=1)
+
+
+def run(
+    directory: Path,
+    *,
+    days: int = 5,
+    per_day: int = 40,
+    edge_port: int = 0,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+) -> int:
+    """Start the stack, print its URLs, supervise until SIGINT/SIGTERM; the exit code."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        # Only a flag: the main loop stops everything in order. A signal during start
+        # takes effect between components (each start is bounded by its own timeout).
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        stack = LocalStack(directory, days=days, per_day=per_day, edge_port=edge_port, err=err)
+        return _run(stack, stop, out, err)
+    except Exception as exc:  # everything started is stopped by now; say why, briefly
+        print(f"zipedge stack: {type(exc).__name__}: {exc}", file=err)
+        return 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run(stack: LocalStack, stop: threading.Event, out: TextIO, err: TextIO) -> int:
+    stack.directory.mkdir(parents=True, exist_ok=True)
+    specs = stack.specs()
+    running: list[tuple[ComponentSpec, Component]] = []
+    with contextlib.ExitStack() as cleanup:
+        for spec in specs:
+            if stop.is_set():
+                print("zipedge stack: interrupted while starting; stopping", file=err)
+                return 0
+            print(f"zipedge stack: starting {spec.name}", file=err, flush=True)
+            component = spec.create()
+            # Registered before start: a start that fails half-way still gets stopped.
+            cleanup.callback(_stop, spec.name, component, err)
+            component.start()
+            if spec.after_start is not None:
+                spec.after_start()
+            running.append((spec, component))
+
+        for spec, component in running:
+            if spec.url is not None:
+                print(f"{spec.name}: {spec.url()}", file=out)
+            else:
+                print(f"zipedge stack: {spec.name} running (pid {component.pid})", file=err)
+        out.flush()
+        print(
+            f"zipedge stack: try {stack.edge_url}/v1/zip?from={stack.start_day}&to={stack.end}\n"
+            f"zipedge stack: logs in {stack.directory}; Ctrl-C stops everything",
+            file=err,
+            flush=True,
+        )
+
+        while not stop.wait(_SUPERVISE_INTERVAL_S):
+            for spec, component in running:
+                pid = component.pid
+                if pid is None or exited(pid):
+                    print(
+                        f"zipedge stack: {spec.name} exited unexpectedly; stopping everything. "
+                        f"Its log ends with:\n{component.log_tail()}",
+                        file=err,
+                    )
+                    return 1
+        print("zipedge stack: stopping", file=err, flush=True)
+        return 0
+
+
+def _stop(name: str, component: Component, err: TextIO) -> None:
+    try:
+        component.stop()
+    except Exception as exc:  # keep stopping the others
+        print(f"zipedge stack: stopping {name} failed: {exc}", file=err)
+    else:
+        print(f"zipedge stack: stopped {name}", file=err, flush=True)
