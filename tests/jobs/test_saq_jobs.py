@@ -215,7 +215,7 @@ async def test_a_killed_worker_loses_nothing(jobs: Jobs, service: str) -> None:
         doomed.wait()
         jobs.worker(AWS_ENDPOINT_URL=slow, ZIPEDGE_FETCH_CONCURRENCY="8")
         final = await poll(
-            client, job["status_url"], lambda j: j["status"] in ("ready", "failed"), timeout=90
+            client, job["status_url"], lambda j: j["status"] in ("ready", "failed"), limit_s=90
         )
         assert final["status"] == "ready", final
         assert final["attempts"] >= 2
