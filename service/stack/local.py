@@ -26,11 +26,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from types import FrameType, TracebackType
-from typing import IO, Protocol, Self, TextIO, TypeVar
+from types import FrameType
+from typing import Protocol, TextIO, TypeVar
 
 from service.stack.nginx import Nginx, answers
 from service.stack.ports import HOST, free_port, free_ports_with_offset
+from service.stack.process import ManagedProcess
 from service.stack.redis import RedisServer
 from service.stack.seaweedfs import SeaweedFS
 
@@ -54,7 +55,6 @@ SERVICE_STOP_TIMEOUT_S = 15.0  # uvicorn's own graceful shutdown is 10 s (cli.py
 _SERVICE_START_ATTEMPTS = 3
 _UPLOAD_CONCURRENCY = 16
 _SUPERVISE_INTERVAL_S = 0.5
-_LOG_TAIL_BYTES = 4000
 
 _T = TypeVar("_T")
 
@@ -111,9 +111,11 @@ def exited(pid: int) -> bool:
         return True
 
 
-class ZipedgeProcess:
+class ZipedgeProcess(ManagedProcess):
     """`python -m service <command>` with the stack's environment; with `http=True` it
     is `serve` on a free port and ready when /readyz answers 200."""
+
+    stop_timeout_s = SERVICE_STOP_TIMEOUT_S
 
     def __init__(
         self, name: str, args: list[str], data_dir: Path, env: dict[str, str], *, http: bool = False
@@ -125,18 +127,13 @@ class ZipedgeProcess:
         self.http = http
         self.port = 0
         self.log_path = data_dir / f"{name}.log"
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
+        super().__init__()
 
     @property
     def url(self) -> str:
         if not self.port:
             raise RuntimeError(f"{self.name} is not started")
         return f"http://{HOST}:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
 
     def start(self) -> None:
         if self._proc is not None:
@@ -157,38 +154,6 @@ class ZipedgeProcess:
             if not self.http or attempt == _SERVICE_START_ATTEMPTS or time.monotonic() >= deadline:
                 raise RuntimeError(f"{self.name} exited at start:\n{self.log_tail()}")
             # most likely the probed port was taken meanwhile: try another one
-
-    def stop(self, timeout: float = SERVICE_STOP_TIMEOUT_S) -> None:
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        self._reap()
-
-    def log_tail(self, limit: int = _LOG_TAIL_BYTES) -> str:
-        try:
-            with self.log_path.open("rb") as fh:
-                fh.seek(0, os.SEEK_END)
-                fh.seek(max(0, fh.tell() - limit))
-                return fh.read().decode(errors="replace")
-        except OSError:
-            return "(no log)"
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _spawn(self) -> None:
         args = [sys.executable, "-m", "service", *self.args]
@@ -219,15 +184,6 @@ class ZipedgeProcess:
             return False
         finally:
             conn.close()
-
-    def _reap(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
 
 
 @dataclass

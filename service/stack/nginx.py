@@ -20,17 +20,15 @@ import subprocess
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Self
 
 from service.stack.ports import HOST, free_port
+from service.stack.process import ManagedProcess
 
 START_TIMEOUT_S = 20.0
 #: SIGQUIT lets open downloads finish; the templates cap that with worker_shutdown_timeout.
 STOP_TIMEOUT_S = 15.0
 _TERM_TIMEOUT_S = 5.0
 _START_ATTEMPTS = 3
-_LOG_TAIL_BYTES = 4000
 
 #: Placeholders the launcher fills itself.
 BUILTIN_PLACEHOLDERS = frozenset({"LISTEN", "RUNTIME_DIR", "ERROR_LOG", "ACCESS_LOG"})
@@ -87,12 +85,14 @@ def answers(port: int, timeout: float = 1.0) -> bool:
         return False
 
 
-class Nginx:
+class Nginx(ManagedProcess):
     """nginx from `template` on 127.0.0.1:`port` (a free one unless given), state in `data_dir`.
 
     `values` fill the template's own placeholders; names are case-insensitive
     (`api_upstream=` fills `@@API_UPSTREAM@@`). Every one must be used by the template.
     """
+
+    stop_timeout_s = STOP_TIMEOUT_S
 
     def __init__(
         self,
@@ -117,18 +117,13 @@ class Nginx:
         self.config_path = self.data_dir / "nginx.conf"
         self.log_path = self.data_dir / "error.log"
         self.access_log_path = self.data_dir / "access.log"
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
+        super().__init__()
 
     @property
     def url(self) -> str:
         if not self.port:
             raise RuntimeError(f"{self.name} is not started")
         return f"http://{HOST}:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
 
     def render(self) -> str:
         text = self.template.read_text(encoding="utf-8")
@@ -192,39 +187,15 @@ class Nginx:
                 raise RuntimeError(f"{self.name} (nginx) exited at start:\n{self.log_tail()}")
             # most likely the probed port was taken meanwhile: try another one
 
-    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
-        """Graceful stop (SIGQUIT: finish open requests), then fast (SIGTERM), then KILL."""
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            for sig, wait in ((signal.SIGQUIT, timeout), (signal.SIGTERM, _TERM_TIMEOUT_S)):
-                proc.send_signal(sig)
-                try:
-                    proc.wait(wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-        self._reap()
-
-    def log_tail(self, limit: int = _LOG_TAIL_BYTES) -> str:
+    def _request_stop(self, proc: subprocess.Popen[bytes], timeout: float) -> None:
+        """Graceful stop (SIGQUIT: finish open requests), then fast (SIGTERM); the base
+        class kills what is left."""
+        proc.send_signal(signal.SIGQUIT)
         try:
-            with self.log_path.open("rb") as fh:
-                fh.seek(0, os.SEEK_END)
-                fh.seek(max(0, fh.tell() - limit))
-                return fh.read().decode(errors="replace")
-        except OSError:
-            return "(no log)"
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(_TERM_TIMEOUT_S)
 
     def _command(self, *extra: str) -> list[str]:
         directives = "daemon off;"

@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Self
 
 from service.stack.ports import HOST, free_port
+from service.stack.process import ManagedProcess
 
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
 _START_ATTEMPTS = 3
-_LOG_TAIL_BYTES = 4000
 
 
 def redis_binary() -> str:
@@ -37,26 +34,23 @@ def ping(port: int, timeout: float = 1.0) -> bool:
         return False
 
 
-class RedisServer:
+class RedisServer(ManagedProcess):
     """`redis-server` on a free loopback port with `dir` as its working directory."""
+
+    stop_timeout_s = STOP_TIMEOUT_S
 
     def __init__(self, data_dir: str | os.PathLike[str], *, binary: str | None = None) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.binary = binary
         self.port = 0
         self.log_path = self.data_dir / "redis.log"
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
+        super().__init__()
 
     @property
     def url(self) -> str:
         if not self.port:
             raise RuntimeError("redis-server is not started")
         return f"redis://{HOST}:{self.port}/0"
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
 
     def start(self, timeout: float = START_TIMEOUT_S) -> None:
         if self._proc is not None:
@@ -77,38 +71,6 @@ class RedisServer:
             if attempt == _START_ATTEMPTS or time.monotonic() >= deadline:
                 raise RuntimeError(f"redis-server exited at start:\n{self.log_tail()}")
             # most likely the probed port was taken meanwhile: try another one
-
-    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        self._reap()
-
-    def log_tail(self, limit: int = _LOG_TAIL_BYTES) -> str:
-        try:
-            with self.log_path.open("rb") as fh:
-                fh.seek(0, os.SEEK_END)
-                fh.seek(max(0, fh.tell() - limit))
-                return fh.read().decode(errors="replace")
-        except OSError:
-            return "(no log)"
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _spawn(self) -> None:
         self.port = free_port()
@@ -132,12 +94,3 @@ class RedisServer:
             cwd=self.data_dir,
             start_new_session=True,
         )
-
-    def _reap(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if self._log is not None:
-            self._log.close()
-            self._log = None

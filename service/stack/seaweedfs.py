@@ -18,17 +18,15 @@ import http.client
 import json
 import os
 import shutil
-import signal
 import stat
 import subprocess
 import sys
 import time
 import urllib.parse
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Self
 
 from service.stack.ports import HOST, free_ports_with_offset
+from service.stack.process import ManagedProcess
 
 #: Example credentials for local throwaway servers only.
 DEFAULT_ACCESS_KEY = "zipedge-test"
@@ -45,7 +43,6 @@ START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
 #: Attempts with fresh ports when weed dies at start (another process took a port).
 _START_ATTEMPTS = 3
-_LOG_TAIL_BYTES = 4000
 #: Longest AF_UNIX path (108 bytes with the NUL) we may hand to weed.
 _MAX_SOCKET_PATH = 100
 
@@ -98,8 +95,10 @@ def sigv4_headers(
     return headers
 
 
-class SeaweedFS:
+class SeaweedFS(ManagedProcess):
     """`weed mini` in `data_dir`, its S3 gateway at `endpoint_url` with `bucket` created."""
+
+    stop_timeout_s = STOP_TIMEOUT_S
 
     def __init__(
         self,
@@ -119,8 +118,7 @@ class SeaweedFS:
         self.binary = binary
         self.ports: dict[str, int] = {}
         self.log_path = self.data_dir / "weed.log"
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
+        super().__init__()
 
     # --- public -------------------------------------------------------------------------
 
@@ -133,10 +131,6 @@ class SeaweedFS:
     @property
     def endpoint_url(self) -> str:
         return f"http://{HOST}:{self.s3_port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
 
     def start(self, timeout: float = START_TIMEOUT_S) -> None:
         if self._proc is not None:
@@ -162,17 +156,6 @@ class SeaweedFS:
         except BaseException:
             self.stop()
             raise
-
-    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        self._reap()
 
     def create_bucket(self, name: str) -> None:
         """Create `name`; fine if it already exists and is ours."""
@@ -202,27 +185,6 @@ class SeaweedFS:
             return resp.status, resp.read()
         finally:
             conn.close()
-
-    def log_tail(self, limit: int = _LOG_TAIL_BYTES) -> str:
-        try:
-            with self.log_path.open("rb") as fh:
-                fh.seek(0, os.SEEK_END)
-                fh.seek(max(0, fh.tell() - limit))
-                return fh.read().decode(errors="replace")
-        except OSError:
-            return "(no log)"
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # --- internals ----------------------------------------------------------------------
 
@@ -304,13 +266,7 @@ class SeaweedFS:
             time.sleep(0.1)
 
     def _reap(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        super()._reap()
         if self.ports:
             for path in self._socket_paths().values():
                 path.unlink(missing_ok=True)

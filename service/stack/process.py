@@ -1,0 +1,79 @@
+"""What every local server launcher shares: one child process writing to one log file,
+stopped politely then firmly, with the log's tail for error messages."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+#: How much of a log an error message quotes (bytes).
+LOG_TAIL_BYTES = 4000
+
+
+class ManagedProcess:
+    """Subclasses set `log_path`, implement `start()` (spawning into `_proc` with `_log` as
+    its output), and may change how a stop is asked for (`_request_stop`) or how a dead
+    process is cleaned up (`_reap`)."""
+
+    log_path: Path
+    stop_timeout_s: float = 10.0
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def _request_stop(self, proc: subprocess.Popen[bytes], timeout: float) -> None:
+        """Ask the process to exit and wait up to `timeout` (raises TimeoutExpired)."""
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout)
+
+    def stop(self, timeout: float | None = None) -> None:
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            try:
+                self._request_stop(proc, self.stop_timeout_s if timeout is None else timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self._reap()
+
+    def _reap(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def log_tail(self, limit: int = LOG_TAIL_BYTES) -> str:
+        try:
+            with self.log_path.open("rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                fh.seek(max(0, fh.tell() - limit))
+                return fh.read().decode(errors="replace")
+        except OSError:
+            return "(no log)"
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
