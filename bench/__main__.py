@@ -1,12 +1,20 @@
 """`python -m bench`: one full benchmark run (docs/benchmarks.md explains every figure).
 
-Starts SeaweedFS in a temp dir, uploads the datasets, then for each network setting
-(loopback, and a delay proxy adding a round trip between the clients and SeaweedFS) and
-each dataset measures the concurrent-GET ceiling, the sequential baseline and zipedge's
-cold stream; finally streams a >= 2 GiB archive to show the service's RSS stays flat.
-Prints a table and writes var/bench/results.json. Exits non-zero only if the run broke
-(a process failed, or the service sent something other than a complete valid archive);
-missed targets are reported, not fatal.
+Starts SeaweedFS in a temp dir and uploads the datasets, then, by part (`--only`):
+
+* streams: for each network setting (loopback, and a delay proxy adding a round trip
+  between the clients and SeaweedFS) and each dataset, the concurrent-GET ceiling, the
+  sequential baseline and zipedge's cold stream; then a >= 2 GiB archive to show the
+  service's RSS stays flat;
+* redirects, edge (issue 3): a cached 30-day range, redirect latency and requests/s
+  against a trivial Starlette redirect; edge HIT throughput against nginx serving the
+  same file;
+* jobs (issue 4): POST /v1/jobs -> ready against streaming the same bytes; jobs/minute
+  with one and two workers.
+
+Prints a table per part and writes var/bench/results.json. Exits non-zero only if the run
+broke (a process failed, or the service sent something other than a complete valid
+archive); missed targets are reported, not fatal.
 """
 
 from __future__ import annotations
@@ -23,19 +31,39 @@ import tempfile
 import time
 import traceback
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import ceiling
+from bench import cached, ceiling, jobs
 from bench.dataset import Content, Dataset, standard_datasets, upload_dataset
-from bench.report import HugeResult, Row, checks, render, write_json
+from bench.report import (
+    Check,
+    HugeResult,
+    Row,
+    checks,
+    edge_checks,
+    jobs_checks,
+    redirect_checks,
+    render,
+    render_edge,
+    render_jobs,
+    render_redirects,
+    write_json,
+)
 from bench.s3 import S3Endpoint, ensure_bucket, s3_client
 from bench.stack import ROOT, DelayProxyProcess, ZipedgeServer, seaweedfs
-from bench.stream import BenchError, StreamSession, archive_dir
+from bench.stream import CLIENTS, BenchError, Client, StreamSession, archive_dir
 
 MiB = 1024 * 1024
 FALLBACK_PREFETCH_BYTES = 32 * MiB
+PARTS = ("streams", "redirects", "edge", "jobs")
+TTFB_MEANING = {
+    "curl": "curl's time_starttransfer (request start -> first response byte; the service sends its "
+    "headers once the selection is resolved)",
+    "httpx": "request sent -> first body byte",
+}
 
 _t0 = time.monotonic()
 
@@ -46,7 +74,25 @@ def log(msg: str) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="200 × 200 KiB, 20 × 5 MiB, 5 × 110 MiB")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smaller datasets (200 × 200 KiB, 20 × 5 MiB, 5 × 110 MiB, 30 days × 5 × 50 KiB, "
+        "1,000 × 200 KiB jobs), 3 s wrk runs, 4 batch jobs",
+    )
+    p.add_argument("--only", default=",".join(PARTS), help=f"comma list of {', '.join(PARTS)}")
+    p.add_argument(
+        "--client",
+        choices=CLIENTS,
+        default="curl",
+        help="timing client of the streams (curl: a subprocess; httpx: in this process)",
+    )
+    p.add_argument("--wrk-duration", type=float, help="seconds per wrk run (default 10, --quick 3)")
+    p.add_argument("--wrk-connections", type=int, default=32)
+    p.add_argument("--wrk-threads", type=int, default=2)
+    p.add_argument(
+        "--batch-jobs", type=int, help="jobs posted at once for jobs/minute (default 8, --quick 4)"
+    )
     p.add_argument("--settings", default="loopback,delayed", help="comma list of loopback, delayed")
     p.add_argument("--datasets", default="small,large", help="comma list of small, large")
     p.add_argument("--no-huge", action="store_true", help="skip the >= 2 GiB flat-RSS stream")
@@ -75,6 +121,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.settings = [s.strip() for s in args.settings.split(",") if s.strip()]
     args.datasets = [s.strip() for s in args.datasets.split(",") if s.strip()]
     args.levels = [int(x) for x in args.levels.split(",")]
+    args.only = [s.strip() for s in args.only.split(",") if s.strip()]
+    if not args.only or not set(args.only) <= set(PARTS):
+        p.error(f"--only: a comma list of {', '.join(PARTS)}")
+    if args.wrk_duration is None:
+        args.wrk_duration = 3.0 if args.quick else 10.0
+    if args.batch_jobs is None:
+        args.batch_jobs = 4 if args.quick else 8
+    if not 1 <= args.batch_jobs <= 10:
+        p.error("--batch-jobs: 1 to 10 (one job per day of the jobs dataset)")
     if not set(args.settings) <= {"loopback", "delayed"}:
         p.error("--settings: loopback and/or delayed")
     if not set(args.datasets) <= {"small", "large"}:
@@ -83,6 +138,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if args.no_huge:
             p.error("--huge-only and --no-huge exclude each other")
         args.settings, args.datasets = [], []
+        args.only = ["streams"]
+    if "streams" not in args.only:
+        args.settings, args.datasets, args.no_huge = [], [], True
     return args
 
 
@@ -179,7 +237,7 @@ async def measure_row(
             ZipedgeServer(ep, source, logs / f"zipedge-{row.setting}-{ds.name}.log", env)
         )
         session = await stack.enter_async_context(
-            StreamSession(server.base_url, server.pid, ds, content, tmp)
+            StreamSession(server.base_url, server.pid, ds, content, tmp, args.client)
         )
         log(f"{name}: zipedge pid {server.pid} at {server.base_url}, warmed up")
         # Interleaved, so that each ceiling run and zipedge run see the same machine load.
@@ -189,6 +247,7 @@ async def measure_row(
             log(
                 f"{name} #{rep}: ceiling {', '.join(gets)}; zipedge {run.total_s:.2f} s, "
                 f"TTFB {run.ttfb_s * 1e3:.0f} ms, service CPU {run.service_cpu_s:.2f} s, "
+                f"{args.client} CPU {run.client_cpu_s:.2f} s, "
                 f"RSS {run.rss_baseline / MiB:.0f}->{run.rss_peak / MiB:.0f} MiB"
             )
         row.ceilings = [f.summary for f in fetchers]
@@ -209,13 +268,19 @@ async def measure_row(
 
 
 async def measure_huge(
-    ep: S3Endpoint, ds: Dataset, content: Content, env: dict[str, str], logs: Path, tmp: Path
+    ep: S3Endpoint,
+    ds: Dataset,
+    content: Content,
+    env: dict[str, str],
+    logs: Path,
+    tmp: Path,
+    client: Client,
 ) -> HugeResult:
     result = HugeResult(describe=f"{ds.describe()}, {ds.total_bytes / 2**30:.2f} GiB")
     source = f"s3://{ep.bucket}/{ds.prefix}"
     async with (
         ZipedgeServer(ep, source, logs / "zipedge-huge.log", env) as server,
-        StreamSession(server.base_url, server.pid, ds, content, tmp) as session,
+        StreamSession(server.base_url, server.pid, ds, content, tmp, client) as session,
     ):
         await session.run()
         summary = await session.check()
@@ -223,22 +288,87 @@ async def measure_huge(
     return result
 
 
-async def run(args: argparse.Namespace) -> int:
-    datasets = standard_datasets(args.quick)
-    env = service_env(args)
-    meta = metadata(args, datasets)
-    out_dir = args.out.parent
-    logs = out_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    rows: list[Row] = []
+@dataclass(slots=True)
+class Results:
+    rows: list[Row] = field(default_factory=list)
     huge: HugeResult | None = None
-    content = Content(args.seed)
+    redirects: cached.RedirectResult | None = None
+    edge: cached.EdgeResult | None = None
+    jobs: jobs.JobsResult | None = None
 
+    @property
+    def broken(self) -> bool:
+        return (
+            any(r.error for r in self.rows)
+            or (self.huge is not None and self.huge.error is not None)
+            or (self.redirects is not None and self.redirects.error is not None)
+            or (self.edge is not None and self.edge.error is not None)
+            or (self.jobs is not None and bool(self.jobs.errors))
+        )
+
+
+def wanted_datasets(args: argparse.Namespace, datasets: dict[str, Dataset]) -> list[Dataset]:
+    wanted = [datasets[n] for n in args.datasets] + ([] if args.no_huge else [datasets["huge"]])
+    if {"redirects", "edge"} & set(args.only):
+        wanted.append(datasets["cached"])
+    if "jobs" in args.only:
+        wanted.append(datasets["jobs"])
+    return wanted
+
+
+async def measure_streams(
+    args: argparse.Namespace,
+    res: Results,
+    direct: S3Endpoint,
+    datasets: dict[str, Dataset],
+    content: Content,
+    env: dict[str, str],
+    logs: Path,
+    archives: Path,
+) -> None:
+    for setting in args.settings:
+        delayed = setting == "delayed"
+        label = f"rtt{2 * args.delay_ms:g}ms" if delayed else "loopback"
+        async with network_path(setting, direct, args, logs) as ep:
+            for name in args.datasets:
+                ds = datasets[name]
+                row = Row(label, delayed, name, ds.describe(), ds.count, ds.total_bytes)
+                res.rows.append(row)
+                try:
+                    await measure_row(row, ep, ds, content, args, env, logs, archives)
+                except Exception as exc:  # record, go on with the other cells, fail at the end
+                    row.error = f"{type(exc).__name__}: {exc}"
+                    log(f"{label}/{name} FAILED:\n{traceback.format_exc()}")
+
+    if not args.no_huge:
+        ds = datasets["huge"]
+        log(f"huge: streaming {ds.total_bytes / 2**30:.2f} GiB on loopback")
+        try:
+            res.huge = await measure_huge(direct, ds, content, env, logs, archives, args.client)
+        except Exception as exc:
+            res.huge = HugeResult(describe=ds.describe(), error=f"{type(exc).__name__}: {exc}")
+            log(f"huge FAILED:\n{traceback.format_exc()}")
+
+
+def wrk_settings(args: argparse.Namespace) -> cached.WrkSettings:
+    return cached.WrkSettings(args.wrk_threads, args.wrk_connections, args.wrk_duration)
+
+
+async def measure_all(
+    args: argparse.Namespace,
+    datasets: dict[str, Dataset],
+    content: Content,
+    env: dict[str, str],
+    meta: dict[str, Any],
+    logs: Path,
+) -> Results:
+    res = Results()
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="zipedge-bench-")))
-        wanted = [datasets[n] for n in args.datasets] + ([] if args.no_huge else [datasets["huge"]])
+        wanted = wanted_datasets(args, datasets)
         archives = Path(stack.enter_context(archive_dir(max((d.total_bytes for d in wanted), default=0))))
         meta["archive_dir"] = str(archives)
+        weed_pid: int | None = None
         if args.s3_endpoint:
             direct = S3Endpoint(
                 endpoint_url=args.s3_endpoint,
@@ -262,47 +392,104 @@ async def run(args: argparse.Namespace) -> int:
                 what = "uploaded" if uploaded else "already stored"
                 log(f"{ds.name}: {ds.describe()} {what} ({time.monotonic() - t:.1f} s)")
 
-        for setting in args.settings:
-            delayed = setting == "delayed"
-            label = f"rtt{2 * args.delay_ms:g}ms" if delayed else "loopback"
-            async with network_path(setting, direct, args, logs) as ep:
-                for name in args.datasets:
-                    ds = datasets[name]
-                    row = Row(label, delayed, name, ds.describe(), ds.count, ds.total_bytes)
-                    rows.append(row)
-                    try:
-                        await measure_row(row, ep, ds, content, args, env, logs, archives)
-                    except Exception as exc:  # record, go on with the other cells, fail at the end
-                        row.error = f"{type(exc).__name__}: {exc}"
-                        log(f"{label}/{name} FAILED:\n{traceback.format_exc()}")
+        await measure_streams(args, res, direct, datasets, content, env, logs, archives)
 
-        if not args.no_huge:
-            ds = datasets["huge"]
-            log(f"huge: streaming {ds.total_bytes / 2**30:.2f} GiB on loopback")
-            try:
-                huge = await measure_huge(direct, ds, content, env, logs, archives)
-            except Exception as exc:
-                huge = HugeResult(describe=ds.describe(), error=f"{type(exc).__name__}: {exc}")
-                log(f"huge FAILED:\n{traceback.format_exc()}")
+        if {"redirects", "edge"} & set(args.only):
+            ds = datasets["cached"]
+            log(f"cached: {ds.describe()} over 30 days; building the cache object")
+            res.redirects, res.edge = await cached.measure(
+                direct,
+                ds,
+                content,
+                env,
+                wrk_settings(args),
+                redirects="redirects" in args.only,
+                edge="edge" in args.only,
+                logs=logs,
+                tmp=tmp,
+                archives=archives,
+                log=lambda msg: log(f"cached: {msg}"),
+            )
 
-    meta["load_avg_at_end"] = os.getloadavg()
-    meta["elapsed_s"] = round(time.monotonic() - _t0, 1)
+        if "jobs" in args.only:
+            ds = datasets["jobs"]
+            log(f"jobs: {ds.describe()} over 10 days")
+            res.jobs = await jobs.measure(
+                direct,
+                ds,
+                content,
+                jobs.JobsOptions(env, args.client, args.reps, args.batch_jobs),
+                seaweedfs_pid=weed_pid,
+                logs=logs,
+                tmp=tmp,
+                archives=archives,
+                log=log,
+            )
+    return res
+
+
+def report(
+    args: argparse.Namespace, meta: dict[str, Any], res: Results, env: dict[str, str], logs: Path
+) -> list[Check]:
+    """Print a table per part; the checks of all of them."""
     budget = prefetch_budget(env)
     meta["prefetch_budget_bytes"] = budget
-    all_checks = checks(rows, huge, budget)
-    notes = [
-        "ceiling = best median of raw concurrent aioboto3 GETs; seq = one GET at a time; zipedge = median "
-        f"of {args.reps} cold streams (no cache) after a warm-up request. MB = 10^6 B. x ceil = zipedge "
-        "objects/s over ceiling objects/s; x seq = sequential time over zipedge time. RSS = service "
-        "process: peak of the worst run minus RSS before the first timed run.",
+    w = wrk_settings(args)
+    wrk_line = f"wrk -t{w.threads} -c{w.connections} -d{w.duration_s:g}s"
+    sections: list[str] = []
+    all_checks: list[Check] = []
+    if "streams" in args.only:
+        part_checks = checks(res.rows, res.huge, budget)
+        notes = [
+            f"Streams timed with {args.client}. ceiling = best median of raw concurrent aioboto3 GETs; seq = "
+            f"one GET at a time; zipedge = median of {args.reps} cold streams (no cache) after a warm-up "
+            "request. MB = 10^6 B. x ceil = zipedge objects/s over ceiling objects/s; x seq = sequential "
+            "time over zipedge time. RSS = service process: peak of the worst run minus RSS before the "
+            "first timed run.",
+            f"TTFB = {TTFB_MEANING[args.client]}. TTFB ms is the median of the runs; 1st TTFB is the first "
+            "timed run, the only one that lists the day prefixes cold: later runs may hit the service's "
+            "in-process day-listing cache.",
+        ]
+        all_checks += part_checks
+        sections.append(render(res.rows, res.huge, part_checks, notes))
+    if res.redirects is not None:
+        part_checks = redirect_checks(res.redirects)
+        all_checks += part_checks
+        sections.append(render_redirects(res.redirects, part_checks, f"{wrk_line}, one service process"))
+    if res.edge is not None:
+        part_checks = edge_checks(res.edge)
+        all_checks += part_checks
+        sections.append(render_edge(res.edge, part_checks, wrk_line))
+    if res.jobs is not None:
+        part_checks = jobs_checks(res.jobs)
+        all_checks += part_checks
+        sections.append(render_jobs(res.jobs, part_checks, args.client))
+    sections.append(
         f"load average at start {meta['load_avg_at_start'][0]:.2f}, at end {meta['load_avg_at_end'][0]:.2f} "
-        f"on {meta['cpus']} CPUs; total {meta['elapsed_s']} s. Logs in {logs}.",
-    ]
-    print(render(rows, huge, all_checks, notes))
-    write_json(args.out, meta, rows, huge, all_checks)
+        f"on {meta['cpus']} CPUs; total {meta['elapsed_s']} s. Logs in {logs}."
+    )
+    print("\n\n".join(sections))
+    return all_checks
+
+
+async def run(args: argparse.Namespace) -> int:
+    datasets = standard_datasets(args.quick)
+    env = service_env(args)
+    meta = metadata(args, datasets)
+    meta["client"] = args.client
+    logs = args.out.parent / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    content = Content(args.seed)
+    log(f"parts: {', '.join(args.only)}; stream client: {args.client}")
+    res = await measure_all(args, datasets, content, env, meta, logs)
+    meta["load_avg_at_end"] = os.getloadavg()
+    meta["elapsed_s"] = round(time.monotonic() - _t0, 1)
+    all_checks = report(args, meta, res, env, logs)
+    write_json(
+        args.out, meta, res.rows, res.huge, all_checks, redirects=res.redirects, edge=res.edge, jobs=res.jobs
+    )
     print(f"\nresults: {args.out}")
-    broken = any(r.error for r in rows) or (huge is not None and huge.error is not None)
-    return 1 if broken else 0
+    return 1 if res.broken else 0
 
 
 def main(argv: list[str] | None = None) -> None:

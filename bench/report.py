@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.cached import EdgeResult, RedirectResult
 from bench.ceiling import FetchSummary
+from bench.jobs import JobsResult
 from bench.stream import StreamRun, StreamSummary
+from bench.wrk import WrkResult
 
 MiB = 1024 * 1024
 
@@ -21,6 +25,10 @@ TARGET_BASELINE_RATIO = 10.0  # × the sequential baseline, with the added round
 BASELINE_TARGET_DATASETS = frozenset({"small"})
 TARGET_TTFB_S = 0.050  # on loopback
 TARGET_RSS_EXTRA = 32 * MiB  # RSS growth allowed on top of the prefetch budget
+# Issue 3 (a cached 30-day range, one service process).
+TARGET_REDIRECT_P50_S = 0.002
+TARGET_REDIRECT_RATIO = 0.25  # × the trivial Starlette redirect's requests/s
+TARGET_EDGE_RATIO = 0.5  # edge HIT × nginx serving the same file from disk
 
 
 @dataclass(slots=True)
@@ -177,17 +185,16 @@ def _f(value: float | None, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def _table(header: list[str], rows: list[list[str]], left: int = 2) -> str:
+    """Columns aligned; the first `left` ones to the left (labels), the rest to the right."""
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    line = "  ".join(
-        h.rjust(w) if i > 1 else h.ljust(w) for i, (h, w) in enumerate(zip(header, widths, strict=True))
-    )
-    sep = "  ".join("-" * w for w in widths)
-    body = [
-        "  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
-        for r in rows
-    ]
-    return "\n".join([line, sep, *body])
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+
+    return "\n".join([line(header), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
 
 
 def render(rows: list[Row], huge: HugeResult | None, all_checks: list[Check], notes: list[str]) -> str:
@@ -201,6 +208,7 @@ def render(rows: list[Row], huge: HugeResult | None, all_checks: list[Check], no
         "zipedge s",
         "MB/s",
         "TTFB ms",
+        "1st TTFB",
         "peak RSS",
         "+RSS",
         "x ceil",
@@ -220,6 +228,7 @@ def render(rows: list[Row], huge: HugeResult | None, all_checks: list[Check], no
                 _f(s.total_s if s else None, ".2f"),
                 _f(s.mb_per_s if s else None, ".1f"),
                 _f(s.ttfb_s * 1e3 if s else None, ".1f"),
+                _f(s.first_ttfb_s * 1e3 if s else None, ".1f"),
                 _f(s.rss_peak / MiB if s else None, ".0f") + (" MiB" if s else ""),
                 _f(s.rss_growth / MiB if s else None, ".1f") + (" MiB" if s else ""),
                 _f(r.ratio_ceiling, ".2f"),
@@ -242,26 +251,257 @@ def render(rows: list[Row], huge: HugeResult | None, all_checks: list[Check], no
             )
         else:
             out.append(f"  ERROR {_short(huge.error or '')}")
-    if all_checks:
-        out += ["", "Targets (informational):"]
-        width = max(len(f"{k.what} [{k.where}]") for k in all_checks)
-        for k in all_checks:
-            label = f"{k.what} [{k.where}]".ljust(width)
-            verdict = "info" if k.passed is None else "PASS" if k.passed else "FAIL"
-            out.append(f"  {verdict:4}  {label}  {k.measured} (target {k.limit})")
+    out += _targets(all_checks)
     if notes:
         out += ["", *notes]
     return "\n".join(out)
 
 
+def _targets(all_checks: list[Check]) -> list[str]:
+    if not all_checks:
+        return []
+    out = ["", "Targets (informational):"]
+    width = max(len(f"{k.what} [{k.where}]") for k in all_checks)
+    for k in all_checks:
+        label = f"{k.what} [{k.where}]".ljust(width)
+        verdict = "info" if k.passed is None else "PASS" if k.passed else "FAIL"
+        out.append(f"  {verdict:4}  {label}  {k.measured} (target {k.limit})")
+    return out
+
+
+# --- issue 3: redirects and the edge ------------------------------------------------------
+
+
+def redirect_checks(res: RedirectResult) -> list[Check]:
+    if res.zipedge is None:
+        return []
+    where = f"cached range, {res.describe}"
+    out = [
+        Check(
+            f"redirect p50, {res.zipedge.connections} connections",
+            where,
+            f"{res.zipedge.p50_ms:.2f} ms (p99 {res.zipedge.p99_ms:.1f} ms)",
+            f"<= {TARGET_REDIRECT_P50_S * 1e3:.0f} ms",
+            res.zipedge.p50_ms <= TARGET_REDIRECT_P50_S * 1e3,
+        )
+    ]
+    if res.zipedge_single is not None:
+        single = res.zipedge_single
+        out.append(
+            Check(
+                "redirect p50, 1 connection",
+                where,
+                f"{single.p50_ms:.2f} ms (p99 {single.p99_ms:.1f} ms)",
+                "none (the target is for the loaded run)",
+                None,
+            )
+        )
+    if res.ratio is not None and res.trivial is not None:
+        out.append(
+            Check(
+                "redirect req/s vs trivial",
+                where,
+                f"{res.ratio:.3f} ({res.zipedge.rps:.0f} / {res.trivial.rps:.0f})",
+                f">= {TARGET_REDIRECT_RATIO}",
+                res.ratio >= TARGET_REDIRECT_RATIO,
+            )
+        )
+    return out
+
+
+def edge_checks(res: EdgeResult) -> list[Check]:
+    if res.ratio is None or res.edge is None or res.static is None:
+        return []
+    return [
+        Check(
+            "edge HIT vs static file",
+            f"{res.archive_bytes / 1e6:.1f} MB archive",
+            f"{res.ratio:.2f} ({res.edge.mb_per_s:.0f} / {res.static.mb_per_s:.0f} MB/s)",
+            f">= {TARGET_EDGE_RATIO}",
+            res.ratio >= TARGET_EDGE_RATIO,
+        )
+    ]
+
+
+def _wrk_row(label: str, r: WrkResult, *extra: str) -> list[str]:
+    return [
+        label,
+        str(r.connections),
+        f"{r.requests:,}",
+        f"{r.rps:,.0f}",
+        f"{r.mb_per_s:,.1f}",
+        f"{r.p50_ms:.2f}",
+        f"{r.p99_ms:.2f}",
+        f"{r.max_ms:.1f}",
+        *extra,
+    ]
+
+
+_WRK_HEADER = ["server", "conns", "requests", "req/s", "MB/s", "p50 ms", "p99 ms", "max ms"]
+
+
+def render_redirects(res: RedirectResult, all_checks: list[Check], wrk_line: str) -> str:
+    out = [f"Redirects: cached range {res.describe} (archive {res.archive_bytes / 1e6:.1f} MB), {wrk_line}"]
+    rows: list[list[str]] = []
+    cpu = {"zipedge": res.zipedge_cpu_ms, "trivial": res.trivial_cpu_ms}
+    for label, key, runs in (
+        ("zipedge GET /v1/zip (302)", "zipedge", (res.zipedge, res.zipedge_single)),
+        ("trivial Starlette 302", "trivial", (res.trivial, res.trivial_single)),
+    ):
+        for r in runs:
+            if r is not None:
+                rows.append(_wrk_row(label, r, _f(cpu[key], ".3f")))
+    if rows:
+        out.append(_table([*_WRK_HEADER, "CPU ms/req"], rows, left=1))
+    if res.ratio is not None:
+        out.append(
+            f"  zipedge / trivial req/s: {res.ratio:.3f}. CPU ms/req: the server's CPU over both its runs."
+        )
+    if res.build is not None:
+        out.append(
+            f"  the range's first GET: 200 stream, {res.build.total_s:.2f} s, TTFB "
+            f"{res.build.ttfb_s * 1e3:.0f} ms, archive checked ({res.build.members} members); cache "
+            f"object committed {res.commit_wait_s:.2f} s after it ended; Location {len(res.location)} B"
+        )
+    if res.statuses:
+        out.append(f"  /v1/zip answers during the runs (service metrics): {res.statuses}")
+    if res.error:
+        out.append(f"  ERROR {_short(res.error)}")
+    out += _targets(all_checks)
+    return "\n".join(out)
+
+
+def render_edge(res: EdgeResult, all_checks: list[Check], wrk_line: str) -> str:
+    out = [f"Edge: one cached archive of {res.archive_bytes / 1e6:.1f} MB, {wrk_line}"]
+    rows: list[list[str]] = []
+    if res.edge is not None:
+        rows.append(_wrk_row("edge nginx, HIT (presigned URL)", res.edge, f"{res.edge_cpu_s:.2f}"))
+    if res.static is not None:
+        rows.append(_wrk_row("nginx static file, sendfile", res.static, f"{res.static_cpu_s:.2f}"))
+    if rows:
+        out.append(_table([*_WRK_HEADER, "nginx CPU s"], rows, left=1))
+    if res.ratio is not None and res.ratio_rps is not None:
+        out.append(f"  edge / static: {res.ratio:.2f} by MB/s, {res.ratio_rps:.2f} by req/s")
+    if res.cache_statuses:
+        out.append(f"  edge cache status during the run (access log): {res.cache_statuses}")
+    if res.error:
+        out.append(f"  ERROR {_short(res.error)}")
+    out += _targets(all_checks)
+    return "\n".join(out)
+
+
+# --- issue 4: jobs ---------------------------------------------------------------------------
+
+
+def jobs_checks(res: JobsResult) -> list[Check]:
+    out: list[Check] = []
+    if res.ratio is not None and res.big is not None and res.stream is not None:
+        out.append(
+            Check(
+                "job POST->ready vs stream",
+                res.describe,
+                f"{res.ratio:.2f}x the stream's time ({res.big.seconds:.2f} s vs {res.stream.total_s:.2f} s)",
+                "none stated",
+                None,
+            )
+        )
+    for b in res.batches:
+        if b.jobs_per_min is not None:
+            out.append(
+                Check(
+                    "jobs/minute",
+                    f"{b.workers} worker(s), {res.batch_describe}",
+                    f"{b.jobs_per_min:.1f}",
+                    "none stated",
+                    None,
+                )
+            )
+    return out
+
+
+def render_jobs(res: JobsResult, all_checks: list[Check], client: str) -> str:
+    out = [f"Jobs: {res.describe} ({res.object_bytes / 1e9:.2f} GB of objects)"]
+    header = ["what", "workers", "archive MB", "s", "MB/s", "x stream", _CPU_HEADER]
+    rows: list[list[str]] = []
+    stream_s = res.stream.total_s if res.stream else None
+    if res.stream is not None:
+        st = res.stream
+        rows.append(
+            [
+                f"stream, {client} (median of {len(st.runs)})",
+                "-",
+                f"{st.archive_bytes / 1e6:,.0f}",
+                f"{st.total_s:.2f}",
+                f"{st.mb_per_s:.0f}",
+                "1.00",
+                f"-/{statistics.median(r.service_cpu_s for r in st.runs):.1f}/-",
+            ]
+        )
+    if res.big is not None and res.big.seconds:
+        b = res.big
+        rows.append(
+            [
+                "job, POST -> ready",
+                "1",
+                f"{b.bytes_total / 1e6:,.0f}",
+                f"{b.seconds:.2f}",
+                f"{b.mb_per_s:.0f}",
+                _f(b.seconds / stream_s if stream_s else None, ".2f"),
+                _cpu(res.big_cpu_s),
+            ]
+        )
+    if rows:
+        out.append(_table(header, rows, left=1))
+    batch_rows = [
+        [
+            f"{len(b.jobs)} jobs at once",
+            str(b.workers),
+            f"{b.bytes_total / 1e6:,.0f}",
+            f"{b.wall_s:.2f}",
+            f"{b.bytes_total / b.wall_s / 1e6:.0f}" if b.wall_s else "-",
+            _f(b.jobs_per_min, ".1f"),
+            _cpu(b.cpu_s),
+        ]
+        for b in res.batches
+        if b.error is None
+    ]
+    if batch_rows:
+        out += ["", f"Jobs per minute: {res.batch_describe}, posted at once"]
+        batch_header = ["what", "workers", "archive MB", "wall s", "MB/s", "jobs/min", _CPU_HEADER]
+        out.append(_table(batch_header, batch_rows, left=1))
+    out += [f"  ERROR {_short(e)}" for e in res.errors]
+    out += _targets(all_checks)
+    return "\n".join(out)
+
+
+_CPU_HEADER = "CPU s workers/service/weed"
+
+
+def _cpu(cpu: dict[str, float]) -> str:
+    if not cpu:
+        return "-"
+    return "/".join(f"{cpu.get(k, 0.0):.1f}" for k in ("workers", "service", "seaweedfs"))
+
+
 def write_json(
-    path: Path, meta: dict[str, Any], rows: list[Row], huge: HugeResult | None, all_checks: list[Check]
+    path: Path,
+    meta: dict[str, Any],
+    rows: list[Row],
+    huge: HugeResult | None,
+    all_checks: list[Check],
+    *,
+    redirects: RedirectResult | None = None,
+    edge: EdgeResult | None = None,
+    jobs: JobsResult | None = None,
 ) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {
         "meta": meta,
         "rows": [r.as_dict() for r in rows],
         "huge": huge.as_dict() if huge else None,
+        "redirects": redirects.as_dict() if redirects else None,
+        "edge": edge.as_dict() if edge else None,
+        "jobs": jobs.as_dict() if jobs else None,
         "targets": [c.as_dict() for c in all_checks],
     }
     path.write_text(json.dumps(doc, indent=2) + "\n")

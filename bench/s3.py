@@ -84,3 +84,17 @@ async def ensure_bucket(s3: S3Client, bucket: str) -> None:
         await s3.head_bucket(Bucket=bucket)
     except Exception:  # botocore's ClientError (404) or SeaweedFS's variants: just try to create
         await s3.create_bucket(Bucket=bucket)
+
+
+async def delete_prefix(s3: S3Client, bucket: str, prefix: str) -> int:
+    """Delete every object under `prefix` (a run's cache objects); how many there were."""
+    deleted = 0
+    paginator = s3.get_paginator("list_objects_v2")
+    async for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+        keys = [o["Key"] for o in page.get("Contents", [])]
+        if keys:
+            await s3.delete_objects(
+                Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True}
+            )
+            deleted += len(keys)
+    return deleted

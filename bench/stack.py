@@ -1,4 +1,5 @@
-"""The processes a benchmark run needs: SeaweedFS, the delay proxy, the zipedge service.
+"""The processes a benchmark run needs: SeaweedFS, the delay proxy, the zipedge service
+and workers, the trivial redirect app.
 
 Each one is its own process, as in production: on 2 cores, running the proxy or the
 service inside the measuring process would make them share one GIL with the client and
@@ -17,7 +18,7 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Self
 
 import httpx
 
@@ -126,25 +127,24 @@ def zipedge_command() -> list[str]:
     return [found]
 
 
-class ZipedgeServer:
-    """`zipedge serve` as a subprocess, streaming from `source` on `s3`, no archive cache."""
+class ServerProcess:
+    """An HTTP server as a subprocess on a free loopback port, ready when `ready_path`
+    answers 200; SIGTERM (then SIGKILL) on exit."""
 
-    def __init__(
-        self,
-        s3: S3Endpoint,
-        source: str,
-        log_path: Path,
-        extra_env: Mapping[str, str] | None = None,
-        command: list[str] | None = None,
-    ) -> None:
-        self._s3 = s3
-        self._source = source
+    name = "server"
+    ready_path = "/healthz"
+
+    def __init__(self, log_path: Path) -> None:
         self._log_path = log_path
-        self._extra_env = dict(extra_env or {})
-        self._command = command
         self._proc: asyncio.subprocess.Process | None = None
         self._log: IO[bytes] | None = None
         self.port = 0
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def env(self) -> dict[str, str]:
+        return dict(os.environ)
 
     @property
     def base_url(self) -> str:
@@ -153,40 +153,16 @@ class ZipedgeServer:
     @property
     def pid(self) -> int:
         if self._proc is None:
-            raise RuntimeError("service not started")
+            raise RuntimeError(f"{self.name} not started")
         return self._proc.pid
 
-    def _env(self) -> dict[str, str]:
-        # The parent's own AWS_*/ZIPEDGE_* settings must not leak into the measurement.
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ZIPEDGE_"))}
-        env.update(self._s3.env())
-        env.update(
-            {
-                "ZIPEDGE_SOURCE": self._source,
-                "ZIPEDGE_CACHE": "",  # no cache: every request is a cold stream
-                "ZIPEDGE_REDIS_URL": "",
-                "AWS_EC2_METADATA_DISABLED": "true",
-                "PYTHONUNBUFFERED": "1",
-            }
-        )
-        env.update(self._extra_env)
-        return env
-
-    async def __aenter__(self) -> ZipedgeServer:
+    async def __aenter__(self) -> Self:
         self.port = free_port()
-        cmd = [
-            *(self._command or zipedge_command()),
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-        ]
         self._log = self._log_path.open("wb")
         self._proc = await asyncio.create_subprocess_exec(
-            *cmd,
+            *self.command(),
             cwd=ROOT,
-            env=self._env(),
+            env=self.env(),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=self._log,
             stderr=self._log,
@@ -206,10 +182,11 @@ class ZipedgeServer:
             while True:
                 if self._proc.returncode is not None:
                     raise RuntimeError(
-                        f"zipedge exited with {self._proc.returncode} ({self._log_path}):\n{self.log_tail()}"
+                        f"{self.name} exited with {self._proc.returncode} ({self._log_path}):\n"
+                        + self.log_tail()
                     )
                 try:
-                    resp = await client.get(f"{self.base_url}/readyz")
+                    resp = await client.get(f"{self.base_url}{self.ready_path}")
                     if resp.status_code == 200:
                         return
                     last = f"HTTP {resp.status_code}: {resp.text[:200]}"
@@ -217,7 +194,7 @@ class ZipedgeServer:
                     last = repr(exc)
                 if time.monotonic() > deadline:
                     raise TimeoutError(
-                        f"zipedge not ready after {READY_TIMEOUT_S} s ({last}; {self._log_path}):\n"
+                        f"{self.name} not ready after {READY_TIMEOUT_S} s ({last}; {self._log_path}):\n"
                         + self.log_tail()
                     )
                 await asyncio.sleep(0.1)
@@ -228,14 +205,8 @@ class ZipedgeServer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_S)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await _terminate(self._proc)
+        self._proc = None
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -245,3 +216,166 @@ class ZipedgeServer:
             return self._log_path.read_text(errors="replace")[-limit:]
         except OSError:
             return "(no log)"
+
+
+async def _terminate(proc: asyncio.subprocess.Process | None) -> None:
+    if proc is not None and proc.returncode is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_S)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+def zipedge_env(s3: S3Endpoint, source: str, extra_env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of `zipedge serve`/`worker`: `source` on `s3`, no cache, no Redis,
+    unless `extra_env` says otherwise."""
+    # The parent's own AWS_*/ZIPEDGE_* settings (and proxies) must not leak into the measurement.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AWS_", "ZIPEDGE_")) and not k.lower().endswith("_proxy")
+    }
+    env.update(s3.env())
+    env.update(
+        {
+            "ZIPEDGE_SOURCE": source,
+            "ZIPEDGE_CACHE": "",  # no cache: every request is a cold stream
+            "ZIPEDGE_REDIS_URL": "",
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update(extra_env or {})
+    return env
+
+
+class ZipedgeServer(ServerProcess):
+    """`zipedge serve` as a subprocess, streaming from `source` on `s3`; no archive cache
+    and no Redis unless `extra_env` sets them."""
+
+    name = "zipedge"
+    ready_path = "/readyz"
+
+    def __init__(
+        self,
+        s3: S3Endpoint,
+        source: str,
+        log_path: Path,
+        extra_env: Mapping[str, str] | None = None,
+        command: list[str] | None = None,
+    ) -> None:
+        super().__init__(log_path)
+        self._s3 = s3
+        self._source = source
+        self._extra_env = dict(extra_env or {})
+        self._command = command
+
+    def env(self) -> dict[str, str]:
+        return zipedge_env(self._s3, self._source, self._extra_env)
+
+    def command(self) -> list[str]:
+        return [
+            *(self._command or zipedge_command()),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
+
+
+class TrivialRedirectServer(ServerProcess):
+    """`python -m bench.trivial_app`: a constant 302, the redirect figure's reference."""
+
+    name = "trivial app"
+
+    def __init__(self, location: str, log_path: Path) -> None:
+        super().__init__(log_path)
+        self._location = location
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "bench.trivial_app",
+            "--port",
+            str(self.port),
+            "--location",
+            self._location,
+        ]
+
+
+class ZipedgeWorker:
+    """`zipedge worker --concurrency N` as a subprocess. It has no HTTP side: the caller
+    knows it is ready once it shows up in the saq queue's worker list."""
+
+    def __init__(self, env: Mapping[str, str], log_path: Path, concurrency: int = 1) -> None:
+        self._env = dict(env)
+        self._log_path = log_path
+        self._concurrency = concurrency
+        self._proc: asyncio.subprocess.Process | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        if self._proc is None:
+            raise RuntimeError("worker not started")
+        return self._proc.pid
+
+    @property
+    def exited(self) -> bool:
+        return self._proc is None or self._proc.returncode is not None
+
+    async def __aenter__(self) -> ZipedgeWorker:
+        self._log = self._log_path.open("wb")
+        self._proc = await asyncio.create_subprocess_exec(
+            *zipedge_command(),
+            "worker",
+            "--concurrency",
+            str(self._concurrency),
+            cwd=ROOT,
+            env=self._env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=self._log,
+        )
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await _terminate(self._proc)
+        self._proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def log_tail(self, limit: int = 3000) -> str:
+        try:
+            return self._log_path.read_text(errors="replace")[-limit:]
+        except OSError:
+            return "(no log)"
+
+
+class ZipedgeWorkers:
+    """`count` workers, started together and stopped together: an idle saq worker takes
+    up to its longest upkeep timer (10 s) to exit on SIGTERM, so stopping them one after
+    another would add that much per worker to the run."""
+
+    def __init__(self, env: Mapping[str, str], log_dir: Path, name: str, count: int) -> None:
+        self.workers = [ZipedgeWorker(env, log_dir / f"worker-{name}-{i}.log") for i in range(1, count + 1)]
+
+    async def __aenter__(self) -> list[ZipedgeWorker]:
+        try:
+            for worker in self.workers:
+                await worker.__aenter__()
+        except BaseException:
+            await self.__aexit__()
+            raise
+        return self.workers
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await asyncio.gather(*(w.__aexit__() for w in self.workers))

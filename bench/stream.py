@@ -1,11 +1,21 @@
 """One cold zipedge stream, measured from the outside: time, TTFB, server RSS, validity.
 
-The client reads raw body chunks as they arrive (no re-chunking, so the first chunk marks
-the first body byte), counts and CRCs them; psutil samples the service's RSS every ~20 ms
-alongside. One more, untimed request of the same range is kept and checked by Python's
-zipfile against what was uploaded: member names, sizes, CRC-32s (recomputed from the
-seeded content, not taken from the service), then `testzip()` reads every member back.
-Each timed run must have received exactly the bytes of that checked copy.
+Two timing clients (`--client`):
+
+* `curl` (default): one `curl -o /dev/null` per run; total time and TTFB are curl's own
+  `time_total` and `time_starttransfer` (first response byte: the service sends its
+  headers once the selection is resolved). Progress for the RSS marks is the bytes curl
+  has read (`/proc/<pid>/io`), and its CPU is taken from the reaped child's rusage.
+* `httpx`: the client runs in this process and reads raw body chunks as they arrive (no
+  re-chunking, so the first chunk marks the first body byte), counts and CRCs them. On 2
+  cores its CPU competes with the service's, which is why curl is the default.
+
+Either way psutil samples the service's RSS every ~20 ms alongside. One more, untimed
+request of the same range is kept and checked by Python's zipfile against what was
+uploaded: member names, sizes, CRC-32s (recomputed from the seeded content, not taken
+from the service), then `testzip()` reads every member back. Each timed run must have
+received exactly that checked archive: the same length and ETag (the archive id, a hash
+of the manifest) with curl, the same length and CRC-32 with httpx.
 """
 
 from __future__ import annotations
@@ -13,23 +23,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
 import shutil
 import statistics
 import tempfile
 import time
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import httpx
 import psutil  # type: ignore[import-untyped,unused-ignore]
 
+from bench import curl
 from bench.dataset import Content, Dataset, ObjectSpec
 
 SAMPLE_INTERVAL_S = 0.02
 RSS_MARKS = (0.25, 0.5, 0.75, 1.0)
 MiB = 1024 * 1024
+
+Client = Literal["curl", "httpx"]
+CLIENTS: tuple[Client, ...] = ("curl", "httpx")
 
 
 def archive_dir(need_bytes: int) -> tempfile.TemporaryDirectory[str]:
@@ -51,17 +68,26 @@ class BenchError(Exception):
 
 @dataclass(slots=True)
 class StreamRun:
+    client: Client = "curl"
     content_length: int = 0
     received: int = 0
     total_s: float = 0.0
     headers_s: float = 0.0
-    ttfb_s: float = 0.0  # request sent -> first body byte
+    # curl: request start -> first response byte (time_starttransfer);
+    # httpx: request sent -> first body byte
+    ttfb_s: float = 0.0
     rss_baseline: int = 0
     rss_peak: int = 0
     rss_at: dict[str, int] = field(default_factory=dict)  # "25%" -> RSS when 25 % had arrived
     service_cpu_s: float = 0.0
-    client_cpu_s: float = 0.0  # this process: shows when the measuring side is the bottleneck
-    crc32: int = 0  # of the whole archive: ties a timed run to the verified copy
+    # The receiving client (curl, or this process with httpx): shows when the measuring
+    # side is the bottleneck. With curl, bench_cpu_s is this process (the RSS sampler).
+    client_cpu_s: float = 0.0
+    bench_cpu_s: float = 0.0
+    etag: str = ""
+    # Of the whole archive: ties a timed httpx run to the verified copy (curl runs are
+    # tied to it by length and ETag instead; only the checked copy is CRC'd).
+    crc32: int | None = None
     samples: int = 0
     members: int = 0
 
@@ -75,6 +101,7 @@ class StreamRun:
 
     def as_dict(self) -> dict[str, object]:
         return {
+            "client": self.client,
             "content_length": self.content_length,
             "received": self.received,
             "total_s": self.total_s,
@@ -87,7 +114,9 @@ class StreamRun:
             "rss_at": self.rss_at,
             "service_cpu_s": self.service_cpu_s,
             "client_cpu_s": self.client_cpu_s,
-            "crc32": f"{self.crc32:08x}",
+            "bench_cpu_s": self.bench_cpu_s,
+            "etag": self.etag,
+            "crc32": None if self.crc32 is None else f"{self.crc32:08x}",
             "samples": self.samples,
             "members": self.members,
         }
@@ -96,6 +125,8 @@ class StreamRun:
 @dataclass(slots=True)
 class StreamSummary:
     runs: list[StreamRun]
+    etag: str = ""  # of the checked copy (the archive id)
+    checked_crc32: int | None = None  # of the checked copy
 
     @property
     def total_s(self) -> float:
@@ -112,6 +143,12 @@ class StreamSummary:
     @property
     def ttfb_s(self) -> float:
         return statistics.median(r.ttfb_s for r in self.runs)
+
+    @property
+    def first_ttfb_s(self) -> float:
+        """The first timed run lists the day prefixes cold; later ones may hit the
+        service's in-process day-listing cache."""
+        return self.runs[0].ttfb_s
 
     # Memory is the worst run, not the median (a budget is a bound), measured from the RSS
     # before the first measured request: the allocator keeps freed memory, so later runs
@@ -130,10 +167,13 @@ class StreamSummary:
 
     def as_dict(self) -> dict[str, object]:
         return {
+            "etag": self.etag,
+            "checked_crc32": None if self.checked_crc32 is None else f"{self.checked_crc32:08x}",
             "median_total_s": self.total_s,
             "archive_bytes": self.archive_bytes,
             "mb_per_s": self.mb_per_s,
             "median_ttfb_s": self.ttfb_s,
+            "first_ttfb_s": self.first_ttfb_s,
             "rss_baseline": self.rss_baseline,
             "max_rss_peak": self.rss_peak,
             "max_rss_growth": self.rss_growth,
@@ -141,8 +181,9 @@ class StreamSummary:
         }
 
 
-class _ProcessTree:
-    """RSS and CPU of the service, children included (in case it runs workers)."""
+class ProcessTree:
+    """RSS and CPU of a process and its children at creation (a service, nginx's master
+    and workers)."""
 
     def __init__(self, pid: int) -> None:
         root = psutil.Process(pid)
@@ -168,27 +209,40 @@ class _ProcessTree:
         return total
 
 
-class _Progress:
-    received = 0
-
-
 async def _sample(
-    tree: _ProcessTree, progress: _Progress, out: list[tuple[int, int]], stop: asyncio.Event
+    tree: ProcessTree, received: Callable[[], int], out: list[tuple[int, int]], stop: asyncio.Event
 ) -> None:
     while not stop.is_set():
-        out.append((progress.received, tree.rss()))
+        out.append((received(), tree.rss()))
         try:
             await asyncio.wait_for(stop.wait(), SAMPLE_INTERVAL_S)
         except TimeoutError:
             pass
 
 
+def _finish_samples(run: StreamRun, samples: list[tuple[int, int]]) -> None:
+    run.samples = len(samples)
+    run.rss_peak = max(rss for _, rss in samples)
+    total = max(run.received, 1)
+    for mark in RSS_MARKS:
+        # The first sample taken once `mark` of the bytes had arrived.
+        run.rss_at[f"{mark:.0%}"] = next(rss for got, rss in samples if got >= mark * total)
+
+
+class _Progress:
+    received = 0
+
+    def __call__(self) -> int:
+        return self.received
+
+
 async def stream_once(
     client: httpx.AsyncClient, url: str, pid: int, out_path: Path | None = None
 ) -> StreamRun:
-    """GET `url` and time it; the body is kept in `out_path` if given, else only CRC'd."""
-    tree = _ProcessTree(pid)
-    run = StreamRun(rss_baseline=tree.rss())
+    """GET `url` with httpx in this process and time it; the body is kept in `out_path`
+    if given, else only CRC'd."""
+    tree = ProcessTree(pid)
+    run = StreamRun(client="httpx", rss_baseline=tree.rss())
     cpu0 = tree.cpu_s()
     client_cpu0 = time.process_time()
     progress = _Progress()
@@ -208,6 +262,7 @@ async def stream_once(
             if "content-length" not in resp.headers:
                 raise BenchError(f"GET {url}: no Content-Length")
             run.content_length = int(resp.headers["content-length"])
+            run.etag = resp.headers.get("etag", "")
             crc = 0
             with out_path.open("wb") if out_path else contextlib.nullcontext() as fh:
                 # aiter_raw() without a chunk size yields what each socket read returned.
@@ -227,19 +282,100 @@ async def stream_once(
         stop.set()
         await sampler
     run.service_cpu_s = tree.cpu_s() - cpu0
-    run.client_cpu_s = time.process_time() - client_cpu0
+    run.client_cpu_s = run.bench_cpu_s = time.process_time() - client_cpu0
     run.received = progress.received
     run.total_s = t_end - t0
     run.ttfb_s = (first or t_end) - t0
-    run.samples = len(samples)
-    run.rss_peak = max(rss for _, rss in samples)
-    total = max(run.received, 1)
-    for mark in RSS_MARKS:
-        # The first sample taken once `mark` of the bytes had arrived.
-        run.rss_at[f"{mark:.0%}"] = next(rss for got, rss in samples if got >= mark * total)
+    _finish_samples(run, samples)
     if run.received != run.content_length:
         raise BenchError(f"GET {url}: Content-Length {run.content_length}, received {run.received}")
     return run
+
+
+class _CurlProgress:
+    """Bytes curl has read so far (`rchar` in /proc/<pid>/io: the response, headers
+    included, plus a few KB of startup reads; good enough to place the RSS marks)."""
+
+    def __init__(self, pid: int) -> None:
+        self._proc: psutil.Process | None = psutil.Process(pid)
+        self.received = 0
+
+    def __call__(self) -> int:
+        if self._proc is not None:
+            try:
+                self.received = int(self._proc.io_counters().read_chars)
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                self._proc = None  # exited: keep the last value
+        return self.received
+
+
+def _children_cpu_s() -> float:
+    # Reaped children only: the servers are children too, but they are still running.
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def curl_stream_once(url: str, pid: int, out_path: Path | None = None) -> StreamRun:
+    """GET `url` with curl and time it; the body goes to `out_path` if given, else /dev/null."""
+    tree = ProcessTree(pid)
+    run = StreamRun(client="curl", rss_baseline=tree.rss())
+    cpu0 = tree.cpu_s()
+    bench_cpu0 = time.process_time()
+    children0 = _children_cpu_s()
+    samples: list[tuple[int, int]] = []
+    stop = asyncio.Event()
+    proc = await curl.spawn(curl.command(url, out_path))
+    progress = _CurlProgress(proc.pid)
+    sampler = asyncio.create_task(_sample(tree, progress, samples, stop))
+    try:
+        result = await curl.finish(proc, url)
+    except curl.CurlError as exc:
+        raise BenchError(str(exc)) from exc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        stop.set()
+        await sampler
+    samples.append((result.size, tree.rss()))
+    run.service_cpu_s = tree.cpu_s() - cpu0
+    run.bench_cpu_s = time.process_time() - bench_cpu0
+    run.client_cpu_s = _children_cpu_s() - children0
+    if result.status != 200:
+        raise BenchError(
+            f"GET {url}: HTTP {result.status} (expected a 200 stream): {await _error_body(url)!r}"
+        )
+    if result.content_type.split(";")[0].strip() != "application/zip":
+        raise BenchError(f"GET {url}: content-type {result.content_type!r}")
+    if result.content_length is None:
+        raise BenchError(f"GET {url}: no Content-Length")
+    run.content_length = result.content_length
+    run.etag = result.etag
+    run.received = result.size
+    run.total_s = result.total_s
+    run.ttfb_s = run.headers_s = result.ttfb_s
+    _finish_samples(run, samples)
+    if run.received != run.content_length:
+        raise BenchError(f"GET {url}: Content-Length {run.content_length}, received {run.received}")
+    return run
+
+
+async def _error_body(url: str) -> bytes:
+    """The body of a non-200 answer, for the error message (a 202 job says which limit)."""
+    try:
+        async with httpx.AsyncClient(timeout=10.0) as client:
+            resp = await client.get(url)
+            return resp.content[:500] if resp.status_code != 200 else b"(200 on a second try)"
+    except httpx.HTTPError as exc:
+        return repr(exc).encode()
+
+
+def file_crc32(path: Path) -> int:
+    crc = 0
+    with path.open("rb") as fh:
+        while block := fh.read(4 * MiB):
+            crc = zlib.crc32(block, crc)
+    return crc
 
 
 def verify_archive(path: Path, objects: tuple[ObjectSpec, ...], content: Content) -> int:
@@ -278,28 +414,45 @@ def verify_archive(path: Path, objects: tuple[ObjectSpec, ...], content: Content
 
 
 class StreamSession:
-    """An HTTP client on one running service, warmed up, that times streams of `ds`.
+    """A client on one running service, warmed up, that times streams of `ds`.
 
-    Timed runs only count and CRC the body: writing GBs on the measuring side, even to
-    tmpfs, cost this 2-core VM a third of its throughput. `check()` makes one more, untimed
-    request, keeps it and checks it member by member; every timed run must have received
-    the very same bytes (DESIGN §3: same selection, same objects, same bytes).
+    Timed runs only count the body (curl: into /dev/null; httpx: count and CRC): writing
+    GBs on the measuring side, even to tmpfs, cost this 2-core VM a third of its
+    throughput. `check()` makes one more, untimed request, keeps it and checks it member
+    by member; every timed run must have received the very same archive (DESIGN §3: same
+    selection, same objects, same bytes).
     """
 
-    def __init__(self, base_url: str, pid: int, ds: Dataset, content: Content, tmp_dir: Path) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        pid: int,
+        ds: Dataset,
+        content: Content,
+        tmp_dir: Path,
+        client: Client = "curl",
+    ) -> None:
         self._pid = pid
         self._ds = ds
         self._content = content
         self._out = tmp_dir / f"{ds.name}.zip"
         self._url = f"{base_url}/v1/zip?{ds.query}"
         self._warmup_url = f"{base_url}/v1/zip?{ds.warmup_query}"
-        self._client = httpx.AsyncClient(timeout=httpx.Timeout(300.0, connect=5.0))
+        self.client = client
+        self._http = (
+            httpx.AsyncClient(timeout=httpx.Timeout(300.0, connect=5.0)) if client == "httpx" else None
+        )
         self.runs: list[StreamRun] = []
+
+    async def _once(self, url: str, out_path: Path | None) -> StreamRun:
+        if self._http is not None:
+            return await stream_once(self._http, url, self._pid, out_path)
+        return await curl_stream_once(url, self._pid, out_path)
 
     async def __aenter__(self) -> StreamSession:
         try:
             # One-time costs (imports, S3 client creation, connection pool) stay out of the figures.
-            await stream_once(self._client, self._warmup_url, self._pid, self._out)
+            await self._once(self._warmup_url, self._out)
             await asyncio.to_thread(verify_archive, self._out, self._ds.warmup, self._content)
         except BaseException:
             await self.__aexit__()
@@ -307,26 +460,31 @@ class StreamSession:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await self._client.aclose()
+        if self._http is not None:
+            await self._http.aclose()
         self._out.unlink(missing_ok=True)
 
     async def run(self) -> StreamRun:
-        run = await stream_once(self._client, self._url, self._pid)
+        run = await self._once(self._url, None)
         self.runs.append(run)
         return run
 
     async def check(self) -> StreamSummary:
-        checked = await stream_once(self._client, self._url, self._pid, self._out)
+        checked = await self._once(self._url, self._out)
         try:
             members = await asyncio.to_thread(verify_archive, self._out, self._ds.objects, self._content)
+            if checked.crc32 is None:
+                checked.crc32 = await asyncio.to_thread(file_crc32, self._out)
         finally:
             self._out.unlink(missing_ok=True)
         for run in self.runs:
-            if (run.received, run.crc32) != (checked.received, checked.crc32):
+            # httpx runs carry their own CRC; curl runs are tied by length and ETag only.
+            same_crc = run.crc32 is None or run.crc32 == checked.crc32
+            if (run.received, run.etag) != (checked.received, checked.etag) or not same_crc:
                 raise BenchError(
-                    f"GET {self._url}: a timed run received {run.received} B, CRC {run.crc32:08x}; the "
-                    f"checked copy {checked.received} B, CRC {checked.crc32:08x}: the archive changed "
-                    "between requests"
+                    f"GET {self._url}: a timed run received {run.received} B, ETag {run.etag}, "
+                    f"CRC {run.crc32}; the checked copy {checked.received} B, ETag {checked.etag}, "
+                    f"CRC {checked.crc32:08x}: the archive changed between requests"
                 )
             run.members = members
-        return StreamSummary(self.runs)
+        return StreamSummary(self.runs, etag=checked.etag, checked_crc32=checked.crc32)
