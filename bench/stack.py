@@ -127,7 +127,37 @@ def zipedge_command() -> list[str]:
     return [found]
 
 
-class ServerProcess:
+class _Child:
+    """A subprocess writing to one log: stopped with SIGTERM (then SIGKILL), log tail for errors."""
+
+    name = "process"
+
+    def __init__(self, log_path: Path) -> None:
+        self._log_path = log_path
+        self._proc: asyncio.subprocess.Process | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        if self._proc is None:
+            raise RuntimeError(f"{self.name} not started")
+        return self._proc.pid
+
+    async def stop(self) -> None:
+        await _terminate(self._proc)
+        self._proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def log_tail(self, limit: int = 3000) -> str:
+        try:
+            return self._log_path.read_text(errors="replace")[-limit:]
+        except OSError:
+            return "(no log)"
+
+
+class ServerProcess(_Child):
     """An HTTP server as a subprocess on a free loopback port, ready when `ready_path`
     answers 200; SIGTERM (then SIGKILL) on exit."""
 
@@ -135,9 +165,7 @@ class ServerProcess:
     ready_path = "/healthz"
 
     def __init__(self, log_path: Path) -> None:
-        self._log_path = log_path
-        self._proc: asyncio.subprocess.Process | None = None
-        self._log: IO[bytes] | None = None
+        super().__init__(log_path)
         self.port = 0
 
     def command(self) -> list[str]:
@@ -149,12 +177,6 @@ class ServerProcess:
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        if self._proc is None:
-            raise RuntimeError(f"{self.name} not started")
-        return self._proc.pid
 
     async def __aenter__(self) -> Self:
         self.port = free_port()
@@ -205,17 +227,7 @@ class ServerProcess:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await _terminate(self._proc)
-        self._proc = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def log_tail(self, limit: int = 3000) -> str:
-        try:
-            return self._log_path.read_text(errors="replace")[-limit:]
-        except OSError:
-            return "(no log)"
+        await self.stop()
 
 
 async def _terminate(proc: asyncio.subprocess.Process | None) -> None:
@@ -310,22 +322,14 @@ class TrivialRedirectServer(ServerProcess):
         ]
 
 
-class ZipedgeWorker:
+class ZipedgeWorker(_Child):
     """`zipedge worker --concurrency N` as a subprocess. It has no HTTP side: the caller
     knows it is ready once it shows up in the saq queue's worker list."""
 
     def __init__(self, env: Mapping[str, str], log_path: Path, concurrency: int = 1) -> None:
+        super().__init__(log_path)
         self._env = dict(env)
-        self._log_path = log_path
         self._concurrency = concurrency
-        self._proc: asyncio.subprocess.Process | None = None
-        self._log: IO[bytes] | None = None
-
-    @property
-    def pid(self) -> int:
-        if self._proc is None:
-            raise RuntimeError("worker not started")
-        return self._proc.pid
 
     @property
     def exited(self) -> bool:
@@ -347,17 +351,7 @@ class ZipedgeWorker:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await _terminate(self._proc)
-        self._proc = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def log_tail(self, limit: int = 3000) -> str:
-        try:
-            return self._log_path.read_text(errors="replace")[-limit:]
-        except OSError:
-            return "(no log)"
+        await self.stop()
 
 
 class ZipedgeWorkers:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+from abc import ABC, abstractmethod
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
@@ -14,7 +15,7 @@ from typing import IO, Self
 LOG_TAIL_BYTES = 4000
 
 
-class ManagedProcess:
+class ManagedProcess(ABC):
     """Subclasses set `log_path`, implement `start()` (spawning into `_proc` with `_log` as
     its output), and may change how a stop is asked for (`_request_stop`) or how a dead
     process is cleaned up (`_reap`)."""
@@ -30,8 +31,9 @@ class ManagedProcess:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
+    @abstractmethod
     def start(self) -> None:
-        raise NotImplementedError
+        """Spawn the server and return once it answers."""
 
     def _request_stop(self, proc: subprocess.Popen[bytes], timeout: float) -> None:
         """Ask the process to exit and wait up to `timeout` (raises TimeoutExpired)."""
