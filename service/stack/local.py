@@ -139,21 +139,15 @@ class ZipedgeProcess(ManagedProcess):
         if self._proc is not None:
             raise RuntimeError(f"{self.name} already started")
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + SERVICE_START_TIMEOUT_S
-        for attempt in range(1, _SERVICE_START_ATTEMPTS + 1):
-            self._spawn()
-            assert self._proc is not None
-            while self._proc.poll() is None and not self._ready():
-                if time.monotonic() >= deadline:
-                    self.stop()
-                    raise TimeoutError(f"{self.name} not ready; log tail:\n{self.log_tail()}")
-                time.sleep(0.1)
-            if self._proc.poll() is None:
-                return
-            self._reap()
-            if not self.http or attempt == _SERVICE_START_ATTEMPTS or time.monotonic() >= deadline:
-                raise RuntimeError(f"{self.name} exited at start:\n{self.log_tail()}")
-            # most likely the probed port was taken meanwhile: try another one
+        self._launch(
+            self.name,
+            spawn=self._spawn,
+            ready=self._ready,
+            deadline=time.monotonic() + SERVICE_START_TIMEOUT_S,
+            attempts=_SERVICE_START_ATTEMPTS,
+            retry=self.http,
+            poll_s=0.1,
+        )
 
     def _spawn(self) -> None:
         args = [sys.executable, "-m", "service", *self.args]

@@ -168,24 +168,21 @@ class Nginx(ManagedProcess):
             raise RuntimeError(f"{self.name} already started")
         if self._fixed_port is not None and answers(self._fixed_port):
             raise RuntimeError(f"{self.name}: port {self._fixed_port} is already in use")
-        deadline = time.monotonic() + timeout
-        for attempt in range(1, _START_ATTEMPTS + 1):
+
+        def spawn() -> None:
             if self._fixed_port is None:
                 self.port = 0  # a fresh free port on every attempt
             self.write_config()
             self._spawn()
-            assert self._proc is not None
-            while self._proc.poll() is None and not self._ready():
-                if time.monotonic() >= deadline:
-                    self.stop()
-                    raise TimeoutError(f"{self.name} (nginx) not answering; log tail:\n{self.log_tail()}")
-                time.sleep(0.05)
-            if self._proc.poll() is None:
-                return
-            self._reap()
-            if self._fixed_port is not None or attempt == _START_ATTEMPTS or time.monotonic() >= deadline:
-                raise RuntimeError(f"{self.name} (nginx) exited at start:\n{self.log_tail()}")
-            # most likely the probed port was taken meanwhile: try another one
+
+        self._launch(
+            f"{self.name} (nginx)",
+            spawn=spawn,
+            ready=self._ready,
+            deadline=time.monotonic() + timeout,
+            attempts=_START_ATTEMPTS,
+            retry=self._fixed_port is None,
+        )
 
     def _request_stop(self, proc: subprocess.Popen[bytes], timeout: float) -> None:
         """Graceful stop (SIGQUIT: finish open requests), then fast (SIGTERM); the base

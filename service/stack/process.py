@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
@@ -34,6 +36,33 @@ class ManagedProcess(ABC):
     @abstractmethod
     def start(self) -> None:
         """Spawn the server and return once it answers."""
+
+    def _launch(
+        self,
+        label: str,
+        *,
+        spawn: Callable[[], None],
+        ready: Callable[[], bool],
+        deadline: float,
+        attempts: int,
+        retry: bool = True,
+        poll_s: float = 0.05,
+    ) -> None:
+        """Spawn until the process answers `ready()`. A process that exits at start most
+        likely lost its probed port to someone else: `spawn` again (it picks a new one)."""
+        for attempt in range(1, attempts + 1):
+            spawn()
+            assert self._proc is not None
+            while self._proc.poll() is None and not ready():
+                if time.monotonic() >= deadline:
+                    self.stop()
+                    raise TimeoutError(f"{label} not ready; log tail:\n{self.log_tail()}")
+                time.sleep(poll_s)
+            if self._proc.poll() is None:
+                return
+            self._reap()
+            if not retry or attempt == attempts or time.monotonic() >= deadline:
+                raise RuntimeError(f"{label} exited at start:\n{self.log_tail()}")
 
     def _request_stop(self, proc: subprocess.Popen[bytes], timeout: float) -> None:
         """Ask the process to exit and wait up to `timeout` (raises TimeoutExpired)."""

@@ -56,21 +56,13 @@ class RedisServer(ManagedProcess):
         if self._proc is not None:
             raise RuntimeError("redis-server already started")
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + timeout
-        for attempt in range(1, _START_ATTEMPTS + 1):
-            self._spawn()
-            assert self._proc is not None
-            while self._proc.poll() is None and not ping(self.port):
-                if time.monotonic() >= deadline:
-                    self.stop()
-                    raise TimeoutError(f"redis-server not ready; log tail:\n{self.log_tail()}")
-                time.sleep(0.05)
-            if self._proc.poll() is None:
-                return
-            self._reap()
-            if attempt == _START_ATTEMPTS or time.monotonic() >= deadline:
-                raise RuntimeError(f"redis-server exited at start:\n{self.log_tail()}")
-            # most likely the probed port was taken meanwhile: try another one
+        self._launch(
+            "redis-server",
+            spawn=self._spawn,
+            ready=lambda: ping(self.port),
+            deadline=time.monotonic() + timeout,
+            attempts=_START_ATTEMPTS,
+        )
 
     def _spawn(self) -> None:
         self.port = free_port()
