@@ -54,15 +54,43 @@ def free_port() -> int:
     return _free_port()
 
 
-class DelayProxyProcess:
-    """`python -m bench.delay_proxy` in front of `upstream`; `url` is where to connect."""
+class _Child:
+    """A subprocess writing to one log: stopped with SIGTERM (then SIGKILL), log tail for errors."""
 
-    def __init__(self, upstream: S3Endpoint, delay_ms: float, log_path: Path) -> None:
-        self._upstream = upstream
-        self._delay_ms = delay_ms
+    name = "process"
+
+    def __init__(self, log_path: Path) -> None:
         self._log_path = log_path
         self._proc: asyncio.subprocess.Process | None = None
         self._log: IO[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        if self._proc is None:
+            raise RuntimeError(f"{self.name} not started")
+        return self._proc.pid
+
+    async def stop(self) -> None:
+        await _terminate(self._proc)
+        self._proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def log_tail(self, limit: int = 3000) -> str:
+        try:
+            return self._log_path.read_text(errors="replace")[-limit:]
+        except OSError:
+            return "(no log)"
+
+
+class DelayProxyProcess(_Child):
+    """`python -m bench.delay_proxy` in front of `upstream`; `url` is where to connect."""
+
+    def __init__(self, upstream: S3Endpoint, delay_ms: float, log_path: Path) -> None:
+        super().__init__(log_path)
+        self._upstream = upstream
+        self._delay_ms = delay_ms
         self.url = ""
         self.stats = ""
 
@@ -101,19 +129,13 @@ class DelayProxyProcess:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_S)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        await self.stop()
+        # The proxy prints its byte counters as its last log line when it stops.
+        try:
             lines = self._log_path.read_text(errors="replace").strip().splitlines()
-            self.stats = lines[-1] if lines else ""
+        except OSError:
+            lines = []
+        self.stats = lines[-1] if lines else ""
 
 
 def zipedge_command() -> list[str]:
@@ -125,36 +147,6 @@ def zipedge_command() -> list[str]:
     if found is None:
         raise FileNotFoundError("zipedge console script not found: run `make install` first")
     return [found]
-
-
-class _Child:
-    """A subprocess writing to one log: stopped with SIGTERM (then SIGKILL), log tail for errors."""
-
-    name = "process"
-
-    def __init__(self, log_path: Path) -> None:
-        self._log_path = log_path
-        self._proc: asyncio.subprocess.Process | None = None
-        self._log: IO[bytes] | None = None
-
-    @property
-    def pid(self) -> int:
-        if self._proc is None:
-            raise RuntimeError(f"{self.name} not started")
-        return self._proc.pid
-
-    async def stop(self) -> None:
-        await _terminate(self._proc)
-        self._proc = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def log_tail(self, limit: int = 3000) -> str:
-        try:
-            return self._log_path.read_text(errors="replace")[-limit:]
-        except OSError:
-            return "(no log)"
 
 
 class ServerProcess(_Child):
