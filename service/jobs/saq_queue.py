@@ -15,8 +15,9 @@ import time
 from typing import Any
 
 from redis import asyncio as aioredis
-from saq import Job, Queue, Worker
+from saq import Job, Worker
 from saq.job import Status
+from saq.queue.redis import RedisQueue
 from saq.types import Context, PartialTimersDict
 
 from service.archive.manifest import Manifest
@@ -47,6 +48,70 @@ RECENT_MAX = 1000
 CANCEL_MESSAGE = "cancelled by request"
 #: How long a worker finishes its running jobs on SIGTERM before handing them back (s).
 SHUTDOWN_GRACE_S = 20
+
+
+class SweepSafeQueue(RedisQueue):
+    """saq's Redis queue with a sweep that leaves a job in transit alone.
+
+    A worker dequeues with BLMOVE (queued list -> active list) and only then marks the job
+    active. saq's sweep takes any job in the active list that is not marked active for an
+    abandoned one, so a sweep landing in that gap aborts and re-enqueues a job a worker is
+    just starting: it runs twice, or drops out of every list and reads "running" forever.
+    Here such a job is swept only when this process's previous sweep saw it too (a sweep
+    interval later), so a worker that died in the gap still gets its job retried.
+    The rest is saq 0.26's sweep as written.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_transit: set[bytes] = set()
+
+    async def sweep(self, lock: int = 60, abort: float = 5.0) -> list[str]:
+        if not self._cleanup_script:
+            self._cleanup_script = self.redis.register_script(_SWEEP_SCRIPT)
+        id_jobs = await self._cleanup_script(keys=[self._sweep, self._active], args=[lock], client=self.redis)
+        seen_in_transit, self._in_transit = self._in_transit, set()
+        swept: list[bytes] = []
+        for job_id, job_bytes in id_jobs:
+            job = self.deserialize(job_bytes)
+            if job is None:
+                swept.append(job_id)
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    pipe.lrem(self._active, 0, job_id)
+                    pipe.zrem(self._incomplete, job_id)
+                    await pipe.execute()
+                logger.info("sweeping missing job %s", job_id)
+                continue
+            if job.status in (Status.NEW, Status.QUEUED) and job_id not in seen_in_transit:
+                self._in_transit.add(job_id)  # dequeued, not started yet: look again next time
+                continue
+            if job.status == Status.ACTIVE and not job.stuck:
+                continue
+            logger.info("sweeping job %s (%s)", job.key, job.status)
+            swept.append(job_id)
+            await self.abort(job, error=self.swept_error_message)
+            try:
+                await job.refresh(abort)
+            except TimeoutError:
+                logger.info("could not abort job %s", job.key)
+            if job.retryable:
+                await self.retry(job, error=self.swept_error_message)
+            else:
+                await self.finish(job, Status.ABORTED, error=self.swept_error_message)
+        return [job_id.decode() for job_id in swept]
+
+
+#: saq's own: take the sweep lock for `lock` seconds, then read every active job.
+_SWEEP_SCRIPT = """
+local id_jobs = {}
+if redis.call('EXISTS', KEYS[1]) == 0 then
+    redis.call('SETEX', KEYS[1], ARGV[1], 1)
+    for i, v in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
+        id_jobs[i] = {v, redis.call('GET', v)}
+    end
+end
+return id_jobs
+"""
 
 
 class JobContext(Context, total=False):
@@ -94,7 +159,7 @@ class SaqJobQueue:
             socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
             socket_timeout=REDIS_SOCKET_TIMEOUT_S * 5,
         )
-        self.queue = Queue.from_url(redis_url, name=QUEUE_NAME)
+        self.queue = SweepSafeQueue.from_url(redis_url, name=QUEUE_NAME)
 
     async def _job(self, job_id: str) -> Job:
         try:
@@ -206,7 +271,7 @@ async def run_worker(
 
         start_http_server(metrics_port, addr="127.0.0.1", registry=REGISTRY)
     async with open_runtime(settings) as runtime:
-        queue = Queue.from_url(settings.redis_url, name=QUEUE_NAME)
+        queue = SweepSafeQueue.from_url(settings.redis_url, name=QUEUE_NAME)
         timers: PartialTimersDict = {
             "schedule": 1,
             "worker_info": 10,

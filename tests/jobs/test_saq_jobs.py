@@ -108,17 +108,7 @@ class Jobs:
         return f"http://127.0.0.1:{port}"
 
     def worker(self, **extra: str) -> subprocess.Popen[bytes]:
-        process = self.spawn("worker", ["-m", "service", "worker", "--concurrency", "2"], self.env(**extra))
-        # saq sweeps once as a worker starts; a job dequeued at that very moment can be
-        # swept out of the active list for good (a saq race, see the issue note). Submit
-        # jobs only once that first sweep is behind us.
-        log = self.tmp / f"worker-{len(self.processes) - 1}.log"
-        deadline = time.monotonic() + 30
-        while b"Worker starting" not in log.read_bytes():
-            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
-        time.sleep(0.5)
-        return process
+        return self.spawn("worker", ["-m", "service", "worker", "--concurrency", "2"], self.env(**extra))
 
     async def cache_keys(self) -> list[str]:
         listed = await self.client.list_objects_v2(Bucket=self.cache_bucket)
