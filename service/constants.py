@@ -88,6 +88,10 @@ DEFAULT_REDIRECT_WINDOW_S = 3600
 #: A redirect URL stays valid at least this long after it is handed out (seconds).
 DEFAULT_REDIRECT_MIN_VALIDITY_S = 3600
 
+#: Presigned redirect URLs remembered (count): one per cached archive clicked in the
+#: current window; a URL is about 0.5 KiB, so this is at most ~2 MiB.
+PRESIGNED_URL_MEMO = 4096
+
 #: How far (bytes) a cache write may fall behind its stream before it is dropped: the
 #: client's download is never slowed by the cache.
 TEE_MAX_LAG_BYTES = 24 * MiB
@@ -149,6 +153,12 @@ LISTING_SETTLED_LOCAL_TTL_S = 10 * 60
 #: unreachable), both tiers (seconds). Short enough that a just-uploaded photo shows up at
 #: once for a person; long enough that a burst of clicks costs one LIST.
 LISTING_LIVE_TTL_S = 5
+
+#: How long a process trusts the day versions it read before asking Redis again whether
+#: anything was bumped (seconds). A bump made elsewhere is seen within this (a bump made
+#: by this process, at once); repeat requests in between cost no Redis round trip, which
+#: was half of a redirect's CPU. Well under LISTING_LIVE_TTL_S, the freshness of today.
+LISTING_VERSION_CHECK_S = 0.25
 
 #: A day counts as settled only this long after its UTC midnight: cameras upload late
 #: (buffered while offline, skewed clocks), and those uploads may not all bump.

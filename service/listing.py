@@ -13,13 +13,19 @@ Two tiers, both keyed by (source, day, version):
 Versions. Each day has a counter in Redis (`zipedge:listing:v:<source hash>:<YYYY-MM-DD>`)
 that writers increment with `bump_day` *after* the new object is visible at its final key.
 Every cached listing's key embeds the version it was read under, so a bump makes every
-process miss exactly that day, in both tiers. Reading the versions of a whole range is one
-MGET: the floor of a request when Redis is configured. Without Redis the versions live in
-this process and `bump` increments them here. With Redis, tokens also carry an epoch set
-once per Redis dataset, so a Redis restarted empty (versions back at 0) cannot revive
-listings kept in process under the old counters. A failover to a replica that lost recent
-bumps is not detected: those days stay stale until the next bump or expiry (a read that
-meets a changed or missing object bumps, see below).
+process miss exactly that day, in both tiers. `bump_day` also increments the source's
+*generation* in the same MULTI; a process remembers the day versions it read with the
+generation they were read at: a request whose days it knows reads just two keys (epoch
+and generation), and all the versions of its range, in one MGET, only after a bump. It
+asks at most every `LISTING_VERSION_CHECK_S` (a quarter second): repeat requests in
+between touch no Redis, and a bump made by another process is seen within that time (one
+made through this cache's `bump`, at once). Writers must bump through `bump_day`.
+Without Redis the versions live in this process and `bump` increments them here. With
+Redis, tokens also carry an epoch set once per Redis dataset, so a Redis restarted empty
+(versions back at 0) cannot revive listings kept in process under the old counters. A
+failover to a replica that lost recent bumps is not detected: those days stay stale
+until the next bump or expiry (a read that meets a changed or missing object bumps, see
+below).
 
 Freshness. A day is *settled* once it ended (UTC) more than `LISTING_LATE_UPLOAD_MARGIN_S`
 ago; its listing is kept long (changes arrive through bumps). Today, the margin after
@@ -44,11 +50,15 @@ backoff). Every call here is also cut at `LISTING_REDIS_OP_TIMEOUT_S` whatever t
 does.
 
 Stampede: concurrent misses of one day in one process share one source listing.
+
+Repeats: a range answered wholly from the in-process tier is kept as one `_Range`, so the
+next request for it costs the version check and a comparison, not a lookup per day.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -57,7 +67,7 @@ import secrets
 import zlib
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
 
@@ -76,6 +86,7 @@ from service.constants import (
     LISTING_REDIS_RETRY_AFTER_S,
     LISTING_SETTLED_LOCAL_TTL_S,
     LISTING_SETTLED_REDIS_TTL_S,
+    LISTING_VERSION_CHECK_S,
     LISTING_VERSION_TTL_S,
     LISTING_ZLIB_LEVEL,
 )
@@ -93,6 +104,13 @@ BLOB_FORMAT: Final = 1
 #: Set once per Redis dataset (no TTL) and part of every cache token: see `_claim_epoch`.
 EPOCH_KEY: Final = KEY_PREFIX + "epoch"
 
+#: Whole date ranges a process keeps answers of (see `_Range`); also bounded by objects.
+RANGES_KEPT: Final = 64
+
+#: Days whose versions a process remembers between bumps (see `_KnownVersions`); a year
+#: of days is 365, and past this the memory starts over.
+KNOWN_VERSIONS_MAX_DAYS: Final = 10_000
+
 #: The cache token of a day while Redis is unreachable.
 OFFLINE: Final = "offline"
 
@@ -100,6 +118,7 @@ _DAY_PREFIX = re.compile(r"([0-9]{4})/([0-9]{2})/([0-9]{2})/")
 _REDIS_ERRORS = (RedisError, OSError)  # OSError covers TimeoutError and refused connections
 
 
+@functools.lru_cache(maxsize=4096)  # the same few hundred days, asked on every request
 def parse_day_prefix(prefix: str) -> date | None:
     """The day of a `YYYY/MM/DD/` prefix, or None for any other prefix (not cached)."""
     match = _DAY_PREFIX.fullmatch(prefix)
@@ -117,6 +136,7 @@ def day_of_key(key: str) -> date | None:
     return parse_day_prefix(key[:11]) if len(key) > 11 else None
 
 
+@functools.lru_cache(maxsize=64)
 def source_hash(source_id: str) -> str:
     """Short stable id of a source for Redis keys (hides URLs, keeps keys short)."""
     return hashlib.sha256(source_id.encode()).hexdigest()[:16]
@@ -124,6 +144,12 @@ def source_hash(source_id: str) -> str:
 
 def version_key(source_id: str, day: date) -> str:
     return f"{KEY_PREFIX}v:{source_hash(source_id)}:{day.isoformat()}"
+
+
+def generation_key(source_id: str) -> str:
+    """Counts every bump of any day of the source: an unchanged generation means every
+    day version read before it is still current (see `_KnownVersions`)."""
+    return f"{KEY_PREFIX}g:{source_hash(source_id)}"
 
 
 def listing_key(source_id: str, day: date, token: str) -> str:
@@ -192,7 +218,8 @@ async def bump_day(redis: aioredis.Redis, source_id: str, day: date) -> int:
             async with redis.pipeline(transaction=True) as pipe:
                 pipe.incr(key)
                 pipe.expire(key, LISTING_VERSION_TTL_S)
-                version, _ = await pipe.execute()
+                pipe.incr(generation_key(source_id))
+                version, _, _ = await pipe.execute()
     except _REDIS_ERRORS as exc:
         raise DependencyUnavailable(f"redis: could not invalidate the listing of {day}: {exc}") from exc
     return int(version)
@@ -213,6 +240,42 @@ class ListingStats:
 class _Entry:
     objects: tuple[ObjectInfo, ...]
     expires: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class _Range:
+    """A whole `list_days` answer taken from the in-process tier, kept so that a repeated
+    range skips the per-day lookups: valid while its days' tokens are unchanged and until
+    the earliest of its entries expires, i.e. exactly as long as the tier would answer
+    the same. `weight` counts objects (+1 a day) against the tier's budget."""
+
+    tokens: tuple[str, ...]
+    listings: tuple[tuple[ObjectInfo, ...], ...]
+    expires: datetime
+    weight: int
+
+
+@functools.lru_cache(maxsize=1024)
+def _day_prefixes(prefixes: tuple[str, ...]) -> tuple[tuple[int, str, date], ...]:
+    """(index, prefix, day) of the prefixes that name a day."""
+    found = ((index, prefix, parse_day_prefix(prefix)) for index, prefix in enumerate(prefixes))
+    return tuple((index, prefix, day) for index, prefix, day in found if day is not None)
+
+
+@dataclass(slots=True)
+class _KnownVersions:
+    """Day tokens read from Redis together with the (epoch, generation) they were read at.
+
+    `bump_day` increments the day's version and the source's generation in one MULTI, and
+    an MGET reads them atomically, so while Redis still shows the same epoch and
+    generation none of these days was bumped: a request then reads two keys, not one
+    per day of its range.
+    """
+
+    stamp: tuple[Any, Any] = (None, None)
+    tokens: dict[date, str] = field(default_factory=dict)
+    #: Until then the tokens are used without asking Redis (`LISTING_VERSION_CHECK_S`).
+    trusted_until: datetime | None = None
 
 
 @dataclass(slots=True)
@@ -247,16 +310,20 @@ class _LocalTier:
         self._total = 0
         self._max = max_objects
 
-    async def get_many(self, keys: Sequence[str], now: datetime) -> list[tuple[ObjectInfo, ...] | None]:
+    @property
+    def max_objects(self) -> int:
+        return self._max
+
+    async def get_many(self, keys: Sequence[str], now: datetime) -> list[_Entry | None]:
         if not keys:
             return []
         values: list[Any] = await self._cache.multi_get(list(keys))
-        found: list[tuple[ObjectInfo, ...] | None] = []
+        found: list[_Entry | None] = []
         for key, value in zip(keys, values, strict=True):
             if isinstance(value, _Entry) and value.expires > now:
                 if key in self._weights:
                     self._weights.move_to_end(key)
-                found.append(value.objects)
+                found.append(value)
                 continue
             if value is not None:
                 await self._cache.delete(key)
@@ -322,6 +389,10 @@ class DayListingCache:
         self._now = now
         self._local = _LocalTier(local_max_objects)
         self._local_versions: dict[date, int] = {}
+        self._known = _KnownVersions()
+        self._ranges: OrderedDict[tuple[str, ...], _Range] = OrderedDict()
+        self._range_objects = 0
+        self._stamp_keys = [EPOCH_KEY, generation_key(source_id)]
         self._inflight: dict[str, asyncio.Task[tuple[ObjectInfo, ...]]] = {}
         self._redis_skip_until: datetime | None = None
         self._redis_logged_at: datetime | None = None
@@ -358,7 +429,7 @@ class DayListingCache:
 
     # --- batched listing ----------------------------------------------------------------
 
-    async def list_days(self, prefixes: Sequence[str]) -> list[list[ObjectInfo]]:
+    async def list_days(self, prefixes: Sequence[str]) -> list[tuple[ObjectInfo, ...]]:
         """The listing of every prefix, in order, as `list` would give them one by one.
 
         At most one Redis MGET of versions, one MGET of blobs for the in-process misses,
@@ -367,17 +438,25 @@ class DayListingCache:
         (as `list` would); Redis errors never are.
         """
         now = self._clock()
+        key = tuple(prefixes)
+        days = _day_prefixes(key)
+        tokens = await self._versions([day for _, _, day in days], now)
+        every_prefix_a_day = len(days) == len(key)
+        if every_prefix_a_day:
+            kept = self._ranges.get(key)
+            if kept is not None and kept.tokens == tuple(tokens) and now < kept.expires:
+                self._ranges.move_to_end(key)
+                self.stats.local_hits += len(key)
+                return list(kept.listings)
         results: list[tuple[ObjectInfo, ...] | None] = [None] * len(prefixes)
-        wanted: list[_Day] = []
-        for index, prefix in enumerate(prefixes):
-            day = parse_day_prefix(prefix)
-            if day is not None:
-                wanted.append(_Day(index, prefix, day))
-        for item, token in zip(wanted, await self._versions([w.day for w in wanted], now), strict=True):
-            item.token = token
+        wanted = [
+            _Day(index, prefix, day, token) for (index, prefix, day), token in zip(days, tokens, strict=True)
+        ]
 
         # 1. In-process tier.
-        await self._from_local(wanted, results, now)
+        expires = await self._from_local(wanted, results, now)
+        if every_prefix_a_day and expires is not None and all(r is not None for r in results):
+            self._keep_range(key, tuple(tokens), results, expires)
 
         # 2. Redis tier, for the misses under a known version.
         misses = [w for w in wanted if results[w.index] is None and w.token != OFFLINE]
@@ -416,17 +495,19 @@ class DayListingCache:
         if created and self._redis is not None:
             await self._redis_store([(w, results[w.index]) for w in created])
 
-        final: list[list[ObjectInfo]] = []
-        for listing in results:
-            assert listing is not None
-            final.append(list(listing))  # a copy: the cached tuple is shared
+        # Immutable, and the same tuple for a day until it is re-listed (the resolver's
+        # memo relies on that identity).
+        final = [listing for listing in results if listing is not None]
+        assert len(final) == len(results)
         return final
 
     async def bump(self, day: date) -> int:
         """Invalidate one day's listing (in every process with Redis); the new version.
         With Redis, raises `DependencyUnavailable` when it cannot be reached."""
         if self._redis is not None:
-            return await bump_day(self._redis, self.source_id, day)
+            version = await bump_day(self._redis, self.source_id, day)
+            self._known = _KnownVersions()  # this process sees its own bump at once
+            return version
         version = self._local_versions.get(day, 0) + 1
         self._local_versions[day] = version
         return version
@@ -467,17 +548,37 @@ class DayListingCache:
             return [OFFLINE] * len(days)
         try:
             async with asyncio.timeout(LISTING_REDIS_OP_TIMEOUT_S):
-                keys = [EPOCH_KEY, *(version_key(self.source_id, day) for day in days)]
-                raw: list[Any] = await self._redis.mget(keys)
-                epoch = raw[0]
-                if epoch is None:
-                    epoch = await self._claim_epoch(self._redis)
+                tokens = await self._redis_versions(self._redis, days, now)
         except _REDIS_ERRORS as exc:
             self._redis_failed(exc, now)
             return [OFFLINE] * len(days)
         self._redis_skip_until = None
+        return tokens
+
+    async def _redis_versions(self, redis: aioredis.Redis, days: list[date], now: datetime) -> list[str]:
+        known = self._known
+        if all(day in known.tokens for day in days):
+            if known.trusted_until is not None and now < known.trusted_until:
+                return [known.tokens[day] for day in days]
+            stamp = tuple(await redis.mget(self._stamp_keys))
+            if stamp[0] is not None and stamp == known.stamp:
+                known.trusted_until = now + timedelta(seconds=LISTING_VERSION_CHECK_S)
+                return [known.tokens[day] for day in days]
+        raw: list[Any] = await redis.mget(
+            [*self._stamp_keys, *(version_key(self.source_id, d) for d in days)]
+        )
+        epoch = raw[0]
+        if epoch is None:
+            epoch = await self._claim_epoch(redis)
         prefix = epoch.decode(errors="replace") if isinstance(epoch, bytes) else str(epoch)
-        return [_version_token(prefix, value) for value in raw[1:]]
+        tokens = [_version_token(prefix, value) for value in raw[2:]]
+        # Under a just-claimed epoch too: a bump since the MGET moved the generation.
+        stamp = (epoch, raw[1])
+        if known.stamp != stamp or len(known.tokens) + len(days) > KNOWN_VERSIONS_MAX_DAYS:
+            known = self._known = _KnownVersions(stamp)
+        known.tokens.update((day, token) for day, token in zip(days, tokens, strict=True) if token != OFFLINE)
+        known.trusted_until = now + timedelta(seconds=LISTING_VERSION_CHECK_S)
+        return tokens
 
     @staticmethod
     async def _claim_epoch(redis: aioredis.Redis) -> Any:
@@ -492,11 +593,35 @@ class DayListingCache:
 
     async def _from_local(
         self, items: list[_Day], results: list[tuple[ObjectInfo, ...] | None], now: datetime
-    ) -> None:
-        for item, objects in zip(items, await self._local.get_many([w.key for w in items], now), strict=True):
-            if objects is not None:
-                results[item.index] = objects
+    ) -> datetime | None:
+        """Fill `results` from the in-process tier; the earliest expiry among the hits."""
+        expires: datetime | None = None
+        for item, entry in zip(items, await self._local.get_many([w.key for w in items], now), strict=True):
+            if entry is not None:
+                results[item.index] = entry.objects
                 self.stats.local_hits += 1
+                expires = entry.expires if expires is None else min(expires, entry.expires)
+        return expires
+
+    def _keep_range(
+        self,
+        key: tuple[str, ...],
+        tokens: tuple[str, ...],
+        results: list[tuple[ObjectInfo, ...] | None],
+        expires: datetime,
+    ) -> None:
+        listings = tuple(r for r in results if r is not None)
+        old = self._ranges.pop(key, None)
+        if old is not None:
+            self._range_objects -= old.weight
+        kept = _Range(tokens, listings, expires, sum(len(day) for day in listings) + len(listings))
+        if kept.weight > self._local.max_objects:
+            return
+        self._ranges[key] = kept
+        self._range_objects += kept.weight
+        while self._range_objects > self._local.max_objects or len(self._ranges) > RANGES_KEPT:
+            _, dropped = self._ranges.popitem(last=False)
+            self._range_objects -= dropped.weight
 
     async def _redis_mget(self, keys: list[str]) -> list[Any] | None:
         assert self._redis is not None
@@ -641,7 +766,7 @@ class DayListingCache:
         if parse_day_prefix(prefix) is None:
             self.stats.source_lists += 1
             return await self.source.list(prefix)
-        return (await self.list_days([prefix]))[0]
+        return list((await self.list_days([prefix]))[0])
 
 
 def _version_token(epoch: str, value: Any) -> str:

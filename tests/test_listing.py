@@ -20,6 +20,7 @@ from service.listing import (
     LISTING_LIVE_TTL_S,
     LISTING_REDIS_RETRY_AFTER_S,
     LISTING_SETTLED_LOCAL_TTL_S,
+    LISTING_VERSION_CHECK_S,
     DayListingCache,
     bump_day,
     day_of_key,
@@ -119,10 +120,10 @@ async def token(redis: aioredis.Redis, version: int) -> str:
     return f"{epoch.decode()}.{version}"
 
 
-async def truth(prefixes: list[str], objects: dict[str, tuple[bytes, int]]) -> list[list[ObjectInfo]]:
+async def truth(prefixes: list[str], objects: dict[str, tuple[bytes, int]]) -> list[tuple[ObjectInfo, ...]]:
     """What the source itself says, uncached."""
     plain = MemorySource(objects=objects)
-    return [await plain.list(p) for p in prefixes]
+    return [tuple(await plain.list(p)) for p in prefixes]
 
 
 # --- pure helpers -----------------------------------------------------------------------
@@ -189,7 +190,7 @@ async def test_repeat_of_past_days_lists_the_source_once(
     first = await cache.list_days(DAYS)
     assert first == await truth(DAYS, objects)
     assert await cache.list_days(DAYS) == first
-    assert [await cache.list(p) for p in DAYS] == first
+    assert [tuple(await cache.list(p)) for p in DAYS] == first
     assert source.listed == Counter(DAYS)
     assert cache.stats.local_hits == 6
 
@@ -275,7 +276,7 @@ async def test_results_are_copies(objects: dict[str, tuple[bytes, int]], clock: 
     cache, _ = make(objects, clock)
     first = await cache.list(DAYS[0])
     first.clear()
-    assert await cache.list(DAYS[0]) == (await truth(DAYS[:1], objects))[0]
+    assert tuple(await cache.list(DAYS[0])) == (await truth(DAYS[:1], objects))[0]
 
 
 async def test_a_failed_listing_is_not_cached(objects: dict[str, tuple[bytes, int]], clock: Clock) -> None:
@@ -408,6 +409,39 @@ async def test_redis_shares_listings_between_processes(
 
 
 @integration
+async def test_a_repeat_reads_two_keys_until_a_day_is_bumped(
+    objects: dict[str, tuple[bytes, int]],
+    clock: Clock,
+    redis_client: aioredis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cache, source = make(objects, clock, redis_client)
+    reads: list[int] = []
+    real_mget = redis_client.mget
+
+    async def mget(keys: list[str], *args: str) -> list[bytes | None]:
+        reads.append(len(keys))
+        return await real_mget(keys, *args)
+
+    monkeypatch.setattr(redis_client, "mget", mget)
+    assert await cache.list_days(DAYS) == await truth(DAYS, objects)
+    reads.clear()
+    assert await cache.list_days(DAYS) == await truth(DAYS, objects)
+    assert reads == []  # versions read a moment ago are trusted
+    clock.advance(LISTING_VERSION_CHECK_S)
+    assert await cache.list_days(DAYS) == await truth(DAYS, objects)
+    assert reads == [2]  # then the epoch and the generation, not a version per day
+
+    objects["2025/01/02/NEW.jpg"] = (b"uploaded", 1_736_500_000)
+    await bump_day(redis_client, SOURCE_ID, date(2025, 1, 2))  # a writer in another process
+    clock.advance(LISTING_VERSION_CHECK_S)
+    reads.clear()
+    assert await cache.list_days(DAYS) == await truth(DAYS, objects)
+    assert reads[:2] == [2, 2 + len(DAYS)]  # the generation moved: every version is read again
+    assert source.listed == Counter({"2025/01/01/": 1, "2025/01/02/": 2, "2025/01/03/": 1})
+
+
+@integration
 async def test_a_bump_relists_exactly_that_day_in_every_process(
     objects: dict[str, tuple[bytes, int]], clock: Clock, redis_client: aioredis.Redis
 ) -> None:
@@ -420,6 +454,8 @@ async def test_a_bump_relists_exactly_that_day_in_every_process(
     objects["2025/01/02/NEW.jpg"] = (b"uploaded", 1_736_500_000)
     assert await bump_day(redis_client, SOURCE_ID, date(2025, 1, 2)) == 1
     expected = await truth(DAYS, objects)
+    assert await b.list_days(DAYS) != expected  # B trusts the versions it read, briefly
+    clock.advance(LISTING_VERSION_CHECK_S)
 
     # B (the other process) misses exactly that day; A then finds B's new listing in Redis.
     assert await b.list_days(DAYS) == expected
@@ -427,7 +463,8 @@ async def test_a_bump_relists_exactly_that_day_in_every_process(
     assert await a.list_days(DAYS) == expected
     assert source_a.listed == Counter(DAYS)
 
-    # A bump through the cache itself does the same, and keeps the version key alive.
+    # A bump through the cache itself does the same, at once in its own process, and
+    # keeps the version key alive.
     assert await a.bump(date(2025, 1, 2)) == 2
     assert await a.list_days(DAYS) == expected
     assert source_a.listed == Counter({"2025/01/01/": 1, "2025/01/02/": 2, "2025/01/03/": 1})
@@ -443,6 +480,7 @@ async def test_a_change_found_by_a_read_invalidates_the_day_everywhere(
     await a.list_days(DAYS)
     await b.list_days(DAYS)
     await change_behind_the_cache(a, objects)
+    clock.advance(LISTING_VERSION_CHECK_S)  # how long B may trust the versions it read
     assert await b.list_days(DAYS) == await truth(DAYS, objects)
     assert source_b.listed == Counter({"2025/01/02/": 1})
 
@@ -513,14 +551,18 @@ async def test_listing_survives_redis_going_away(
     private_redis_server.stop()
 
     with caplog.at_level(logging.WARNING, logger="service.listing"):
-        # Without versions nothing cached under them can be trusted: the source answers,
-        # and the in-process tier keeps that answer briefly.
+        # Versions read a moment ago are still trusted: Redis is not asked yet.
+        assert await cache.list_days(DAYS) == expected
+        assert source.listed == Counter(DAYS)
+        clock.advance(LISTING_VERSION_CHECK_S)
+        # Then, without versions, nothing cached under them can be trusted: the source
+        # answers, and the in-process tier keeps that answer briefly.
         assert await cache.list_days(DAYS) == expected
         assert await cache.list_days(DAYS) == expected
         assert source.listed == Counter({p: 2 for p in DAYS})
         clock.advance(LISTING_LIVE_TTL_S)  # Redis is tried again, still away
         assert await cache.list_days(DAYS) == expected
-        assert await cache.list(DAYS[0]) == expected[0]
+        assert tuple(await cache.list(DAYS[0])) == expected[0]
         assert source.listed == Counter({DAYS[0]: 3, DAYS[1]: 3, DAYS[2]: 3})
     assert cache.stats.redis_errors == 2
     warnings = [r for r in caplog.records if r.name == "service.listing"]

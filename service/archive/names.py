@@ -17,6 +17,7 @@ Pure logic: standard library only, no IO.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -302,6 +303,7 @@ def _numbered(stem: str, ext: str, n: int) -> str:
 # --- the archive's own file name -----------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=1024)  # asked again for every redirect to the same archive
 def content_disposition(filename: str) -> str:
     """An RFC 6266 `Content-Disposition: attachment` value for `filename`: a quoted ASCII
     fallback for old clients and the exact name as RFC 5987 `filename*`."""

@@ -8,6 +8,7 @@ Pure logic: standard library only, no IO.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -40,10 +41,9 @@ class DateRange:
         """Every day of the range, in order."""
         return [self.start + timedelta(days=i) for i in range(len(self))]
 
-    def prefixes(self) -> list[str]:
+    def prefixes(self) -> tuple[str, ...]:
         """The source key prefix of every day, in order: "2025/01/01/", ..."""
-        # Not strftime("%Y"): glibc does not zero-pad years before 1000.
-        return [f"{day.year:04d}/{day.month:02d}/{day.day:02d}/" for day in self.days()]
+        return _prefixes(self.start, self.end)
 
     def filename(self) -> str:
         """Download name: "photos-2025-01-01_2025-01-05.zip", or "photos-2025-01-01.zip"
@@ -51,6 +51,14 @@ class DateRange:
         if self.start == self.end:
             return f"photos-{self.start.isoformat()}.zip"
         return f"photos-{self.start.isoformat()}_{self.end.isoformat()}.zip"
+
+
+# Ranges repeat (every click on a link), and each is up to a few hundred strings.
+@functools.lru_cache(maxsize=1024)
+def _prefixes(start: date, end: date) -> tuple[str, ...]:
+    days = (start + timedelta(days=i) for i in range((end - start).days + 1))
+    # Not strftime("%Y"): glibc does not zero-pad years before 1000.
+    return tuple(f"{day.year:04d}/{day.month:02d}/{day.day:02d}/" for day in days)
 
 
 def parse_date_range(from_: str | None, to: str | None, *, max_days: int) -> DateRange:

@@ -107,7 +107,8 @@ class _Memo:
     """Positive lookups, briefly (aiocache's in-process TTL cache)."""
 
     def __init__(self) -> None:
-        self._cache = SimpleMemoryCache()
+        # timeout=None: otherwise every lookup of this dict runs in asyncio.wait_for.
+        self._cache = SimpleMemoryCache(timeout=None)
 
     async def get(self, archive_id: str) -> CachedArchive | None:
         found: CachedArchive | None = await self._cache.get(archive_id)

@@ -113,7 +113,7 @@ def test_date_range(start: date, end: date, days: list[date], prefixes: list[str
     selection = DateRange(start, end)
     assert selection.days() == days
     assert len(selection) == len(days)
-    assert selection.prefixes() == prefixes
+    assert selection.prefixes() == tuple(prefixes)
     assert selection.filename() == filename
 
 
@@ -122,7 +122,7 @@ def test_full_year_has_a_prefix_per_day() -> None:
     prefixes = selection.prefixes()
     assert len(prefixes) == 366
     assert len(set(prefixes)) == 366
-    assert prefixes == sorted(prefixes)
+    assert list(prefixes) == sorted(prefixes)
 
 
 def test_date_range_is_a_hashable_value() -> None:

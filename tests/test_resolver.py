@@ -1,0 +1,58 @@
+"""The resolver's memo of date-range manifests, over a cached in-memory source."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from service.archive.selection import DateRange
+from service.listing import DayListingCache
+from service.resolver import Limits, Resolver
+from service.sources.memory import MemorySource
+
+RANGE = DateRange(date(2025, 1, 1), date(2025, 1, 3))
+
+
+def make() -> tuple[Resolver, DayListingCache, MemorySource]:
+    source = MemorySource()
+    for day in (1, 2, 3):
+        for i in range(3):
+            source.put(f"2025/01/0{day}/CAR{i}.jpg", f"{day}{i}".encode())
+    cache = DayListingCache(source, source_id="memory:")
+    resolver = Resolver(
+        cache,
+        None,
+        source_id="memory:",
+        limits=Limits(max_entries=1000, max_bytes=1 << 30),
+        http_allow=frozenset(),
+    )
+    return resolver, cache, source
+
+
+async def test_a_repeat_range_reuses_its_manifest() -> None:
+    resolver, _, _ = make()
+    first = await resolver.date_range(RANGE)
+    assert await resolver.date_range(RANGE) is first
+    assert len(first.entries) == 9
+    other = await resolver.date_range(DateRange(date(2025, 1, 2), date(2025, 1, 3)))
+    assert other is not first and len(other.entries) == 6
+
+
+async def test_a_changed_day_makes_a_new_manifest() -> None:
+    resolver, cache, source = make()
+    first = await resolver.date_range(RANGE)
+    source.put("2025/01/02/LATE.jpg", b"late")
+    assert await resolver.date_range(RANGE) is first  # not bumped: the listing is kept
+    await cache.bump(date(2025, 1, 2))
+    changed = await resolver.date_range(RANGE)
+    assert changed.archive_id != first.archive_id
+    assert "2025/01/02/LATE.jpg" in [entry.ref for entry in changed.entries]
+    assert await resolver.date_range(RANGE) is changed
+
+
+async def test_the_memo_is_bounded() -> None:
+    resolver, _, _ = make()
+    resolver._memo._max_manifests = 2
+    ranges = [DateRange(date(2025, 1, d), date(2025, 1, 3)) for d in (1, 2, 3)]
+    built = [await resolver.date_range(r) for r in ranges]
+    assert await resolver.date_range(ranges[2]) is built[2]
+    assert await resolver.date_range(ranges[0]) is not built[0]  # the oldest was dropped
