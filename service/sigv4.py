@@ -131,9 +131,12 @@ def presign_get(
     path_style: bool = True,
     response_headers: dict[str, str] | None = None,
     now: float | None = None,
+    method: str = "GET",
 ) -> str:
     """A presigned GET of `bucket/key` at `origin` ("http://127.0.0.1:8333" or
     "https://s3.eu-west-1.amazonaws.com"), stable within the window containing `now`.
+    `method="HEAD"` presigns a HEAD instead: SigV4 signs the method, and S3 refuses a HEAD
+    on a URL signed for GET.
 
     `response_headers` become `response-content-disposition` and friends, which S3 sets on
     its answer; they are signed, so they cannot be altered by the client.
@@ -151,6 +154,7 @@ def presign_get(
         public_url,
         path_style,
         tuple(sorted((response_headers or {}).items())),
+        method,
     )
 
 
@@ -168,6 +172,7 @@ def _presign_at(
     public_url: str,
     path_style: bool,
     response_headers: tuple[tuple[str, str], ...],
+    method: str,
 ) -> str:
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(signed_at))
     day = stamp[:8]
@@ -195,7 +200,7 @@ def _presign_at(
         query[name] = value
     encoded_query = canonical_query(query)
 
-    canonical_request = "\n".join(["GET", path, encoded_query, f"host:{host}\n", "host", "UNSIGNED-PAYLOAD"])
+    canonical_request = "\n".join([method, path, encoded_query, f"host:{host}\n", "host", "UNSIGNED-PAYLOAD"])
     string_to_sign = "\n".join(
         ["AWS4-HMAC-SHA256", stamp, scope, hashlib.sha256(canonical_request.encode()).hexdigest()]
     )

@@ -96,8 +96,9 @@ class ArchiveCache(Protocol):
 
     async def writer(self, archive_id: str, size: int, filename: str) -> CacheWriter: ...
 
-    def url(self, archive_id: str, filename: str, *, base_url: str) -> str:
-        """Where a client downloads the cached archive (stable within a time window)."""
+    def url(self, archive_id: str, filename: str, *, base_url: str, method: str = "GET") -> str:
+        """Where a client downloads the cached archive (stable within a time window), for a
+        `GET` or a `HEAD` request."""
         ...
 
     async def check(self) -> None: ...
@@ -320,9 +321,13 @@ class S3ArchiveCache:
         await writer.start()
         return writer
 
-    def url(self, archive_id: str, filename: str, *, base_url: str) -> str:
+    def url(self, archive_id: str, filename: str, *, base_url: str, method: str = "GET") -> str:
         signing = self._signing
         assert signing.credentials is not None, "prepare() first"
+        # Through the edge (a public URL) HEAD is fetched upstream as a GET
+        # (proxy_cache_convert_head), so one GET URL serves both; straight to S3 a HEAD
+        # needs a URL signed for HEAD.
+        signed_method = "HEAD" if method == "HEAD" and not signing.public_url else "GET"
         return presign_get(
             origin=signing.origin,
             bucket=self._bucket,
@@ -334,6 +339,7 @@ class S3ArchiveCache:
             public_url=signing.public_url,
             path_style=signing.path_style,
             response_headers={"response-content-disposition": content_disposition(filename)},
+            method=signed_method,
         )
 
     async def check(self) -> None:
@@ -453,7 +459,7 @@ class FolderArchiveCache:
             raise CacheWriteFailed(f"cache folder: {exc.strerror}") from exc
         return writer
 
-    def url(self, archive_id: str, filename: str, *, base_url: str) -> str:
+    def url(self, archive_id: str, filename: str, *, base_url: str, method: str = "GET") -> str:
         return f"{base_url.rstrip('/')}/v1/cache/{archive_id}.zip?filename={quote(filename)}"
 
     async def check(self) -> None:
@@ -510,7 +516,7 @@ class MemoryArchiveCache:
         self.writers.append(writer)
         return writer
 
-    def url(self, archive_id: str, filename: str, *, base_url: str) -> str:
+    def url(self, archive_id: str, filename: str, *, base_url: str, method: str = "GET") -> str:
         return f"memory://{archive_id}.zip"
 
     async def check(self) -> None:

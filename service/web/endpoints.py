@@ -41,7 +41,7 @@ async def archive_response(request: Request, manifest: Manifest, *, filename: st
         return Response(status_code=304, headers={"ETag": etag})
     if runtime.cache is not None and await runtime.cached(manifest) is not None:
         base = runtime.settings.public_url or str(request.base_url)
-        location = runtime.cache.url(manifest.archive_id, filename, base_url=base)
+        location = runtime.cache.url(manifest.archive_id, filename, base_url=base, method=request.method)
         # The selection behind /v1/zip can change (new photos); the redirect is not cached.
         return RedirectResponse(
             location, status_code=302, headers={"ETag": etag, "Cache-Control": "no-store"}

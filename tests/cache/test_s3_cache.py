@@ -109,7 +109,9 @@ async def test_stream_then_redirect_to_a_stable_presigned_url(
             head = await client.head("/v1/zip", params=RANGE)
     assert second.status_code == third.status_code == head.status_code == 302
     location = second.headers["location"]
-    assert location == third.headers["location"] == head.headers["location"]  # byte-identical
+    assert location == third.headers["location"]  # byte-identical
+    head_location = head.headers["location"]
+    assert head_location != location  # straight to S3, a HEAD needs a URL signed for HEAD
     assert location.startswith(
         f"{stack.seaweedfs.endpoint_url}/{stack.cache_bucket}/archives/{archive_id}.zip?"
     )
@@ -118,6 +120,10 @@ async def test_stream_then_redirect_to_a_stable_presigned_url(
         served = await plain.get(location)
         part = await plain.get(location, headers={"Range": "bytes=1000-1999"})
         tampered = await plain.get(location[:-4] + ("0000" if not location.endswith("0000") else "1111"))
+        headed = await plain.head(head_location)
+        head_on_get_url = await plain.head(location)
+    assert headed.status_code == 200 and int(headed.headers["content-length"]) == len(first.content)
+    assert head_on_get_url.status_code == 403  # why HEAD gets its own URL
     assert served.status_code == 200 and served.content == first.content
     assert "photos-2025-01-01_2025-01-02.zip" in served.headers["content-disposition"]
     assert part.status_code == 206 and part.content == first.content[1000:2000]
@@ -125,6 +131,20 @@ async def test_stream_then_redirect_to_a_stable_presigned_url(
     path = stack.tmp / "cached.zip"
     path.write_bytes(served.content)
     check_archive(path, stack.expected())
+
+
+async def test_behind_the_edge_head_and_get_share_one_url(stack: Stack, redis_server: RedisServer) -> None:
+    """The edge fetches a HEAD upstream as a GET (proxy_cache_convert_head): one URL."""
+    app = create_app(stack.settings(redis_server.url, ZIPEDGE_PUBLIC_URL="http://edge.example"))
+    with serve(app) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            assert (await client.get("/v1/zip", params=RANGE)).status_code == 200
+            await settle(app.state.runtime)
+            get = await client.get("/v1/zip", params=RANGE)
+            head = await client.head("/v1/zip", params=RANGE)
+    assert get.status_code == head.status_code == 302
+    assert get.headers["location"] == head.headers["location"]
+    assert get.headers["location"].startswith("http://edge.example/")
 
 
 async def test_five_concurrent_first_requests_build_one_object(
