@@ -1,11 +1,14 @@
 """Fetch an archive's objects ahead of the writer: concurrently, handed over in order,
 within a byte budget, resuming a broken read from the first byte not yet received.
 
-Workers claim entries in manifest order and read them in chunks into per-entry slots.
-Before each read a worker reserves the bytes it may receive; reservations beyond the
-budget wait, except for the entry the writer is on (the *head*), which may always keep
-up to two chunks buffered. So memory stays under `budget + 2 chunks` per stream whatever
-the archive size, and the writer can never starve behind objects further ahead.
+Workers claim entries in manifest order, but only an entry that fits whole in the budget
+beside those claimed and not yet written (or the head): hundreds of small photos are in
+flight at once, a few large objects each at full speed. They read in chunks into
+per-entry slots. Before each read a worker reserves the bytes it may receive;
+reservations beyond the budget wait, except for the entry the writer is on (the
+*head*), which may always keep up to two chunks buffered. So memory stays under
+`budget + 2 chunks` per stream whatever the archive size, and the writer can never
+starve behind objects further ahead.
 
 Only this module and `service.writer` know about the budget; sources just yield chunks.
 """
@@ -77,12 +80,16 @@ class Prefetcher:
         self._next = 0
         self._head = 0
         self._used = 0
+        #: bytes of claimed entries the writer has not taken yet (admission, see _worker)
+        self._outstanding = 0
         self._room = asyncio.Condition()
         self._tasks: list[asyncio.Task[None]] = []
         #: reads resumed after a failure (for metrics and tests)
         self.retries = 0
         #: peak bytes held (for tests of the budget)
         self.peak_buffered = 0
+        #: peak entries claimed and not yet written, the head included (for tests)
+        self.peak_ahead = 0
 
     async def __aenter__(self) -> Prefetcher:
         workers = min(self._concurrency, len(self._entries))
@@ -136,6 +143,7 @@ class Prefetcher:
 
     async def _release(self, n: int) -> None:
         self._used -= n
+        self._outstanding -= n
         async with self._room:
             self._room.notify_all()
 
@@ -153,10 +161,27 @@ class Prefetcher:
         self._used += n
         self.peak_buffered = max(self.peak_buffered, self._used)
 
+    def _admissible(self) -> bool:
+        index = self._next
+        if index >= len(self._entries) or index == self._head:
+            return True
+        return self._outstanding + self._entries[index].size <= self._budget
+
     async def _worker(self) -> None:
-        while self._next < len(self._entries):
+        while True:
+            # Claim the next entry only if all of it fits in the budget beside the entries
+            # already claimed (or the writer is on it): otherwise many large objects would
+            # each be partly read, the budget full of their heads, and the one the writer
+            # needs would crawl at a 1/N share of the bandwidth.
+            if not self._admissible():
+                async with self._room:
+                    await self._room.wait_for(self._admissible)
+            if self._next >= len(self._entries):
+                return
             index = self._next
             self._next += 1
+            self._outstanding += self._entries[index].size
+            self.peak_ahead = max(self.peak_ahead, self._next - self._head)
             slot = self._slots[index]
             try:
                 await self._fetch(index, slot)
