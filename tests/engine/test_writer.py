@@ -77,35 +77,36 @@ async def test_same_manifest_gives_the_same_bytes(source: MemorySource) -> None:
     assert await collect(manifest, source, concurrency=1) == await collect(manifest, source, concurrency=8)
 
 
-async def test_memory_stays_within_the_budget() -> None:
+async def read_slowly(sizes: dict[str, int], *, budget: int) -> Prefetcher:
+    """Prefetch objects of these sizes for a slow client (fetchers run ahead as far as
+    allowed), checking the memory bound at every chunk; the finished prefetcher."""
     source = MemorySource(chunk_size=READ_CHUNK_BYTES)
-    for i in range(12):
-        source.put(f"big/{i:02d}.bin", os.urandom(2 * READ_CHUNK_BYTES + i))
-    for i in range(2):  # larger than the whole budget: read only as the head, chunk by chunk
-        source.put(f"huge/{i}.bin", os.urandom(7 * READ_CHUNK_BYTES))
+    for key, size in sizes.items():
+        source.put(key, os.urandom(size))
     manifest = await manifest_of(source)
-    budget = 3 * READ_CHUNK_BYTES
     async with Prefetcher(manifest.entries, opener(source), concurrency=8, budget=budget) as prefetcher:
         for index in range(len(manifest.entries)):
             async for _ in prefetcher.chunks(index):
-                await asyncio.sleep(0)  # a slow client: fetchers run ahead as far as allowed
+                await asyncio.sleep(0)
                 assert prefetcher.buffered <= budget + 2 * READ_CHUNK_BYTES
-        assert prefetcher.peak_buffered <= budget + 2 * READ_CHUNK_BYTES
-        assert prefetcher.peak_buffered >= 2 * READ_CHUNK_BYTES  # it did read ahead
+    return prefetcher
+
+
+async def test_memory_stays_within_the_budget() -> None:
+    sizes = {f"big/{i:02d}.bin": 2 * READ_CHUNK_BYTES + i for i in range(12)}
+    # Larger than the whole budget: read only as the head, chunk by chunk.
+    sizes |= {f"huge/{i}.bin": 7 * READ_CHUNK_BYTES for i in range(2)}
+    budget = 3 * READ_CHUNK_BYTES
+    prefetcher = await read_slowly(sizes, budget=budget)
+    assert prefetcher.peak_buffered <= budget + 2 * READ_CHUNK_BYTES
+    assert prefetcher.peak_buffered >= 2 * READ_CHUNK_BYTES  # it did read ahead
 
 
 async def test_large_objects_are_fetched_whole_within_the_budget() -> None:
     """Only as many objects as fit whole in the budget are in flight: many partly read
     large objects would leave the one being written a 1/N share of the bandwidth."""
-    source = MemorySource(chunk_size=READ_CHUNK_BYTES)
-    for i in range(10):
-        source.put(f"big/{i:02d}.bin", os.urandom(4 * READ_CHUNK_BYTES))
-    manifest = await manifest_of(source)
-    budget = 12 * READ_CHUNK_BYTES
-    async with Prefetcher(manifest.entries, opener(source), concurrency=8, budget=budget) as prefetcher:
-        for index in range(len(manifest.entries)):
-            async for _ in prefetcher.chunks(index):
-                await asyncio.sleep(0)
+    sizes = {f"big/{i:02d}.bin": 4 * READ_CHUNK_BYTES for i in range(10)}
+    prefetcher = await read_slowly(sizes, budget=12 * READ_CHUNK_BYTES)
     # 3 x 4 chunks fit the budget, and a 4th is claimed as the head's last chunk goes out;
     # without the admission all 8 workers would each hold one.
     assert 3 <= prefetcher.peak_ahead <= 4
