@@ -310,21 +310,17 @@ async def _edge(
     tmp: Path,
     stack: contextlib.ExitStack,
 ) -> None:
-    from service.stack.local import EDGE_CACHE_MAX_SIZE, EDGE_CACHE_VALID, EDGE_SLICE_SIZE
+    from service.stack.local import edge_nginx
     from service.stack.nginx import Nginx
 
     edge = stack.enter_context(
-        Nginx(
-            "edge",
-            ROOT / "edge" / "nginx.conf.template",
+        edge_nginx(
+            ROOT,
             tmp / "edge",
             port=edge_port,
             api_upstream=f"127.0.0.1:{built.server.port}",
-            origin=f"{ep.host}:{ep.port}",  # the Host the service signs for
+            origin=f"{ep.host}:{ep.port}",
             cache_bucket=cache_bucket,
-            slice_size=EDGE_SLICE_SIZE,
-            cache_valid=EDGE_CACHE_VALID,
-            cache_max_size=EDGE_CACHE_MAX_SIZE,
         )
     )
     static_root = tmp / "static-root"

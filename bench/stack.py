@@ -17,7 +17,6 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Self
 
 import httpx
@@ -83,6 +82,9 @@ class _Child:
         except OSError:
             return "(no log)"
 
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
 
 class DelayProxyProcess(_Child):
     """`python -m bench.delay_proxy` in front of `upstream`; `url` is where to connect."""
@@ -123,12 +125,7 @@ class DelayProxyProcess(_Child):
         self.url = f"http://{host}:{port}"
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
         # The proxy prints its byte counters as its last log line when it stops.
         try:
@@ -212,14 +209,6 @@ class ServerProcess(_Child):
                         + self.log_tail()
                     )
                 await asyncio.sleep(0.1)
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
 
 async def _terminate(proc: asyncio.subprocess.Process | None) -> None:
@@ -341,9 +330,6 @@ class ZipedgeWorker(_Child):
             stderr=self._log,
         )
         return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
 
 
 class ZipedgeWorkers:

@@ -118,7 +118,6 @@ _DAY_PREFIX = re.compile(r"([0-9]{4})/([0-9]{2})/([0-9]{2})/")
 _REDIS_ERRORS = (RedisError, OSError)  # OSError covers TimeoutError and refused connections
 
 
-@functools.lru_cache(maxsize=4096)  # the same few hundred days, asked on every request
 def parse_day_prefix(prefix: str) -> date | None:
     """The day of a `YYYY/MM/DD/` prefix, or None for any other prefix (not cached)."""
     match = _DAY_PREFIX.fullmatch(prefix)
@@ -255,7 +254,7 @@ class _Range:
     weight: int
 
 
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=1024)  # ranges repeat: parse each once
 def _day_prefixes(prefixes: tuple[str, ...]) -> tuple[tuple[int, str, date], ...]:
     """(index, prefix, day) of the prefixes that name a day."""
     found = ((index, prefix, parse_day_prefix(prefix)) for index, prefix in enumerate(prefixes))

@@ -92,11 +92,8 @@ class _ManifestMemo:
         found = self._items.get(key)
         if found is None:
             return None
-        kept, manifest = found
-        if any(a is not b for a, b in zip(kept, listings, strict=True)):
-            return None  # cannot happen while `kept` holds the ids; cheap to be sure
         self._items.move_to_end(key)
-        return manifest
+        return found[1]
 
     def put(self, filename: str, listings: Listings, manifest: Manifest) -> None:
         key = self._key(filename, listings)

@@ -35,12 +35,8 @@ def fast_redis_client(url: str) -> aioredis.Redis:
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    try:
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -56,12 +52,8 @@ async def redis_client(redis_server: RedisServer) -> AsyncIterator[aioredis.Redi
 @pytest.fixture
 def private_redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A server of this test's own: stopping it leaves the session's one alone."""
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    try:
+    with RedisServer(tmp_path / "redis") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

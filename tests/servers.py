@@ -7,6 +7,7 @@ server's handling of an incomplete response, which an in-process transport hides
 from __future__ import annotations
 
 import contextlib
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +16,17 @@ from typing import Any
 import uvicorn
 
 from service.stack.ports import free_port
+
+
+def port_is_free(port: int) -> bool:
+    """Nothing listens on it (TIME_WAIT leftovers do not count, as for any server)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 @contextlib.contextmanager

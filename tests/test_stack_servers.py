@@ -3,7 +3,6 @@ everything when stopped."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import psutil
@@ -13,19 +12,9 @@ import redis
 from service.stack.ports import free_port, free_ports, free_ports_with_offset
 from service.stack.redis import RedisServer
 from service.stack.seaweedfs import GRPC_OFFSET, SeaweedFS
+from tests.servers import port_is_free
 
 integration = pytest.mark.integration
-
-
-def port_is_free(port: int) -> bool:
-    """Nothing listens on it (TIME_WAIT leftovers do not count, as for any server)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 def listening(pid: int) -> set[tuple[str, int]]:

@@ -18,7 +18,6 @@ import contextlib
 import http.client
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -49,6 +48,26 @@ ABORT_MULTIPART_DAYS = 1
 EDGE_SLICE_SIZE = "8m"
 EDGE_CACHE_VALID = "1h"
 EDGE_CACHE_MAX_SIZE = "2g"
+
+
+def edge_nginx(
+    root: Path, data_dir: Path, *, port: int | None, api_upstream: str, origin: str, cache_bucket: str
+) -> Nginx:
+    """The edge cache of `edge/nginx.conf.template` under `root`, with the settings above.
+    `origin` is the S3 host:port the service signs redirect URLs for."""
+    return Nginx(
+        "edge",
+        root / "edge" / "nginx.conf.template",
+        data_dir,
+        port=port,
+        api_upstream=api_upstream,
+        origin=origin,
+        cache_bucket=cache_bucket,
+        slice_size=EDGE_SLICE_SIZE,
+        cache_valid=EDGE_CACHE_VALID,
+        cache_max_size=EDGE_CACHE_MAX_SIZE,
+    )
+
 
 SERVICE_START_TIMEOUT_S = 60.0
 SERVICE_STOP_TIMEOUT_S = 15.0  # uvicorn's own graceful shutdown is 10 s (cli.py)
@@ -154,16 +173,7 @@ class ZipedgeProcess(ManagedProcess):
         if self.http:
             self.port = free_port()
             args += ["--host", HOST, "--port", str(self.port)]
-        self._log = self.log_path.open("ab")
-        self._proc = subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            cwd=self.data_dir,
-            env=self.env,
-            start_new_session=True,  # Ctrl-C reaches the stack only; it stops us in order
-        )
+        self._popen(args, cwd=self.data_dir, env=self.env)
 
     def _ready(self) -> bool:
         if not self.http:
@@ -296,17 +306,13 @@ class LocalStack:
     def _create_edge(self) -> Nginx:
         s3 = _started(self.s3)
         nginx = _started(self.nginx)
-        self.edge = Nginx(
-            "edge",
-            self.root / "edge" / "nginx.conf.template",
+        self.edge = edge_nginx(
+            self.root,
             self.directory / "edge",
             port=self.edge_port,
             api_upstream=f"{HOST}:{nginx.port}",
-            origin=f"{HOST}:{s3.s3_port}",  # the Host the service signs for
+            origin=f"{HOST}:{s3.s3_port}",
             cache_bucket=CACHE_BUCKET,
-            slice_size=EDGE_SLICE_SIZE,
-            cache_valid=EDGE_CACHE_VALID,
-            cache_max_size=EDGE_CACHE_MAX_SIZE,
         )
         return self.edge
 

@@ -221,15 +221,7 @@ class Nginx(ManagedProcess):
         return pid == self._proc.pid and answers(self.port)
 
     def _spawn(self) -> None:
-        self._log = self.log_path.open("ab")
-        self._proc = subprocess.Popen(
-            self._command(),
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            cwd=self.data_dir,
-            start_new_session=True,  # its own process group: see _reap
-        )
+        self._popen(self._command(), cwd=self.data_dir)
 
     def _reap(self) -> None:
         proc, self._proc = self._proc, None

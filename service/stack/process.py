@@ -37,6 +37,21 @@ class ManagedProcess(ABC):
     def start(self) -> None:
         """Spawn the server and return once it answers."""
 
+    def _popen(self, args: list[str], *, cwd: Path, env: dict[str, str] | None = None) -> None:
+        """Start `args` as `_proc`, its output appended to `log_path`. Its own session: a
+        Ctrl-C meant for the parent must not kill it mid-test, and a stack stops its
+        children in order (nginx's workers are signalled as a group, see its `_reap`)."""
+        self._log = self.log_path.open("ab")
+        self._proc = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+        )
+
     def _launch(
         self,
         label: str,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import subprocess
 import time
 from pathlib import Path
 
@@ -77,12 +76,4 @@ class RedisServer(ManagedProcess):
             "--protected-mode", "yes",
             "--logfile", "",  # stdout, which goes to our log file
         ]  # fmt: skip
-        self._log = self.log_path.open("ab")
-        self._proc = subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            cwd=self.data_dir,
-            start_new_session=True,
-        )
+        self._popen(args, cwd=self.data_dir)

@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import stat
-import subprocess
 import sys
 import time
 import urllib.parse
@@ -236,16 +235,7 @@ class SeaweedFS(ManagedProcess):
             args += [f"-{name}.port={port}", f"-{name}.port.grpc={port + GRPC_OFFSET}"]
         # Env credentials would become a second admin identity; keep only the file's.
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_"))}
-        self._log = self.log_path.open("ab")
-        self._proc = subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            cwd=self.data_dir,
-            env=env,
-            start_new_session=True,  # a Ctrl-C meant for the parent must not kill it mid-test
-        )
+        self._popen(args, cwd=self.data_dir, env=env)
 
     def _wait_ready(self, deadline: float) -> None:
         assert self._proc is not None

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ import httpx
 import psutil
 import pytest
 
+from tests.servers import port_is_free
 from tests.zipcheck import check_with_zipfile, sha256
 
 pytestmark = pytest.mark.integration
@@ -189,16 +189,6 @@ def test_repeat_request_is_redirected_to_the_edge_cache(stack: Stack) -> None:
         part = client.get(location, headers={"Range": "bytes=10-99"})
         assert part.status_code == 206
         assert part.content == hit.content[10:100]
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 def test_sigint_stops_everything(stack: Stack) -> None:
