@@ -12,7 +12,7 @@ COPY pyproject.toml README.md ./
 COPY service ./service
 # /demo is owned by the user so a named volume mounted there starts out writable by
 # `zipedge demo` (docker-compose.yml's demo job).
-RUN pip install . \
+RUN pip install '.[demo]' \
     && useradd --system --uid 10001 --home-dir /var/lib/zipedge --create-home zipedge \
     && install -d -o zipedge /demo
 

@@ -1,4 +1,4 @@
-"""`create_app(settings)`: the Starlette application; wiring only, no logic."""
+"""`create_app(settings)`: the Starlette application and the lifespan that composes it."""
 
 from __future__ import annotations
 
@@ -6,35 +6,65 @@ import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
-from service.jobs.queue import JobQueue, LocalJobQueue
+from service.downloads import Downloads
+from service.jobs.build import ArchiveBuilder
+from service.jobs.queue import JobQueue
 from service.metrics import MetricsMiddleware
 from service.runtime import Runtime, open_runtime
 from service.settings import Settings
+from service.streams import Streams
 from service.web.errors import exception_handlers
 from service.web.routes import routes
 
 logger = logging.getLogger("service")
 
 
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What the handlers reach through `request.app.state.services`."""
+
+    runtime: Runtime
+    downloads: Downloads
+    jobs: JobQueue
+    streams: Streams
+
+
 @contextlib.asynccontextmanager
-async def open_jobs(runtime: Runtime) -> AsyncIterator[JobQueue]:
+async def open_jobs(runtime: Runtime, streams: Streams) -> AsyncIterator[JobQueue]:
     """saq on Redis when configured (any number of workers), else the in-process runner."""
     jobs: JobQueue
-    if runtime.settings.redis_url:
+    settings = runtime.settings
+    if settings.redis_url:
         from service.jobs.saq_queue import SaqJobQueue
 
-        saq_jobs = SaqJobQueue(runtime, runtime.settings.redis_url)
-        jobs = saq_jobs
+        jobs = SaqJobQueue(settings, runtime.manifests)
     else:
-        jobs = LocalJobQueue(runtime, concurrency=runtime.settings.worker_concurrency)
+        from service.jobs.local import LocalJobQueue
+
+        builder = ArchiveBuilder(runtime, streams)
+        jobs = LocalJobQueue(
+            builder, concurrency=settings.worker_concurrency, retry_delay_s=settings.job_retry_delay_s
+        )
     try:
         yield jobs
     finally:
         await jobs.aclose()
+
+
+@contextlib.asynccontextmanager
+async def open_services(settings: Settings) -> AsyncIterator[Services]:
+    async with open_runtime(settings) as runtime, contextlib.AsyncExitStack() as stack:
+        streams = Streams(runtime)
+        stack.push_async_callback(streams.aclose)
+        jobs = await stack.enter_async_context(open_jobs(runtime, streams))
+        yield Services(
+            runtime=runtime, downloads=Downloads(runtime, streams, jobs), jobs=jobs, streams=streams
+        )
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -42,9 +72,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with open_runtime(settings) as runtime, open_jobs(runtime) as jobs:
-            app.state.runtime = runtime
-            app.state.jobs = jobs
+        async with open_services(settings) as services:
+            app.state.services = services
             # Everything built so far (modules, clients) lives as long as the process: keep it
             # out of full collections, whose pauses were the redirect latency's p99.
             gc.freeze()

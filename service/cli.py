@@ -1,5 +1,5 @@
 """The `zipedge` command. Subcommands map flags onto settings; everything else is
-configured through the environment (DESIGN.md §7)."""
+configured through the environment (README.md, "Configuration")."""
 
 from __future__ import annotations
 
@@ -42,7 +42,11 @@ def _serve(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime, timedelta
 
-    from service.demo import write_demo_photos
+    try:
+        from service.demo import write_demo_photos
+    except ImportError as exc:  # Pillow is the `demo` extra
+        print(f"zipedge demo needs Pillow ({exc}): pip install 'zipedge[demo]'", file=sys.stderr)
+        return 2
 
     settings = Settings.from_env()
     root = Path(args.dir) if args.dir else settings.source.path

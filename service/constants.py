@@ -34,6 +34,10 @@ DEFAULT_PREFETCH_BYTES = 32 * MiB
 #: ASGI send) is negligible, small enough that a 5 GiB object never sits in memory.
 READ_CHUNK_BYTES = 256 * KiB
 
+#: What the entry the writer is on may hold regardless of the prefetch budget (bytes), so
+#: the writer can never starve behind entries further ahead.
+PREFETCH_HEAD_ALLOWANCE_BYTES = 2 * READ_CHUNK_BYTES
+
 #: Attempts to read one object (first try included) before a stream is aborted. A retry
 #: resumes from the first byte not yet received (Range), never from zero.
 FETCH_ATTEMPTS = 4
@@ -54,13 +58,24 @@ MEMO_MAX_ENTRIES = 200_000
 #: Objects stat'ed at once when a posted archive names keys or URLs without sizes.
 STAT_CONCURRENCY = 16
 
+#: Above this many entries a manifest (names, id, layout: ~30 us an entry) is built in a
+#: worker thread, so a 200,000-entry selection cannot freeze the event loop for seconds.
+MANIFEST_INLINE_ENTRIES = 2_000
+#: Above this many bytes a stored manifest is encoded or decoded in a worker thread.
+MANIFEST_INLINE_JSON_BYTES = 256 * KiB
+
 # --- HTTP origins ------------------------------------------------------------------------
+
+#: Longest URL accepted in an archive entry (characters). Browsers and CDNs cap URLs near
+#: 2 KiB (older IE: 2083); anything longer is not a photo link.
+MAX_URL_CHARS = 2048
 
 #: Timeouts for HTTP origins (seconds). Read is per read, not per object.
 HTTP_CONNECT_TIMEOUT_S = 5.0
 HTTP_READ_TIMEOUT_S = 30.0
 
-#: httpx collapses above ~32 concurrent connections (shared/notes/perf_limits.md), so the
+#: httpx collapses above ~32 concurrent connections (measured: ~300 objects/s at 32 against
+#: ~1,000 at 1 on loopback), so the
 #: origin client's pool stays below that whatever the fetch concurrency.
 HTTP_MAX_CONNECTIONS = 24
 
@@ -73,12 +88,16 @@ HTTP_MAX_REDIRECTS = 3
 #: writer must not queue behind object bodies.
 S3_POOL_HEADROOM = 8
 
-#: botocore read timeout (seconds) for one socket read.
-S3_READ_TIMEOUT_S = 60.0
-S3_CONNECT_TIMEOUT_S = 5.0
+#: Default connect and per-read timeout towards S3 (seconds): a hung S3 (a blackholed
+#: network, a stuck gateway) fails a stream or /readyz this fast instead of hanging it.
+DEFAULT_S3_TIMEOUT_S = 10
 
 #: Keys per ListObjectsV2 page (the S3 maximum).
 S3_LIST_PAGE = 1000
+
+#: Attempts per S3 control-plane call inside botocore (first included). Few, because the
+#: fetcher retries a read itself from the first missing byte, and a user waits meanwhile.
+S3_MAX_ATTEMPTS = 2
 
 # --- cache ------------------------------------------------------------------------------
 
@@ -97,15 +116,58 @@ PRESIGNED_URL_MEMO = 4096
 #: client's download is never slowed by the cache.
 TEE_MAX_LAG_BYTES = 24 * MiB
 
+#: Background cache builds per process: streams whose client left and that go on
+#: fetching only to finish the cache object. Beyond this the tee is aborted instead, so a
+#: wave of abandoned downloads cannot keep fetching without bound.
+DEFAULT_MAX_BUILDS = 4
+
 #: Build lock lifetime without renewal (seconds): a crashed builder blocks its archive id
 #: this long; renewed every third of it.
 LOCK_TTL_S = 30
+
+#: Smallest multipart part of a cache object (S3 needs 5 MiB; larger parts, fewer requests).
+CACHE_MIN_PART_BYTES = 8 * MiB
+#: S3's limit on the number of parts of one upload.
+CACHE_MAX_PARTS = 10_000
+#: Parts uploading at once per cache write: enough to hide one round trip, little memory.
+CACHE_PARTS_IN_FLIGHT = 2
+#: How long a positive "it is cached" answer is remembered in process (seconds): a cache
+#: object never disappears before its lifecycle rule, which is days.
+CACHE_POSITIVE_MEMO_S = 300
+#: Attempts to abort a multipart upload, with this backoff before the second (doubling):
+#: an upload left behind costs storage until `zipedge janitor` or the lifecycle rule.
+ABORT_ATTEMPTS = 3
+ABORT_BACKOFF_S = 0.2
+#: Cache-Control stored on cache objects: content-addressed, so never stale.
+IMMUTABLE_CACHE_CONTROL = "public, max-age=31536000, immutable"
+#: Bytes gathered before one write to a cache folder (one thread hop per write).
+CACHE_FOLDER_WRITE_BYTES = 4 * MiB
+#: Chunks queued between a build and its client: enough to smooth scheduling, small
+#: enough that a slow client still slows the build (about 1 MiB).
+BUILD_CLIENT_QUEUE_CHUNKS = 4
+#: A 403 from the cache is logged at most once per this many seconds (it repeats on every
+#: request until someone fixes the bucket policy).
+CACHE_DENIED_LOG_INTERVAL_S = 60.0
 
 # --- Redis -------------------------------------------------------------------------------
 
 #: Connect and command timeout (seconds): a Redis outage must degrade a request (no
 #: cache write, no shared listing), not hang it.
 REDIS_SOCKET_TIMEOUT_S = 1.0
+
+#: How long a posted archive's manifest stays downloadable in Redis after its last POST
+#: (seconds).
+MANIFEST_REDIS_TTL_S = 30 * 24 * 3600
+
+# --- answers ---------------------------------------------------------------------------
+
+#: `Retry-After` (seconds) when a dependency is down: long enough not to hammer it, short
+#: enough that a person retrying by hand is not kept waiting.
+RETRY_AFTER_UNAVAILABLE_S = 5
+
+#: /readyz probes every dependency concurrently and answers within this (seconds), naming
+#: the dependencies that did not answer in time.
+READINESS_DEADLINE_S = 2.0
 
 # --- jobs --------------------------------------------------------------------------------
 
@@ -133,6 +195,15 @@ JOB_RETRY_MAX_DELAY_S = 60.0
 JOB_TTL_S = 24 * 3600
 #: Jobs run at once by one worker process (or the in-process runner).
 DEFAULT_WORKER_CONCURRENCY = 2
+#: Jobs the in-process runner remembers at most (the oldest finished ones are forgotten).
+LOCAL_MAX_JOBS = 1000
+#: Jobs kept in the Redis index of recent jobs, and listed by GET /v1/jobs.
+RECENT_JOBS_KEPT = 1000
+RECENT_JOBS_LISTED = 50
+#: How long a worker finishes its running jobs on SIGTERM before handing them back (s).
+WORKER_SHUTDOWN_GRACE_S = 20
+#: What an SSE client waits before reconnecting (milliseconds, the `retry:` field).
+SSE_RETRY_MS = 2000
 #: Server-Sent Events: how often the job state is polled, and the keep-alive ping
 #: (well under nginx's proxy_read_timeout and Cloudflare's 100 s).
 SSE_POLL_S = 0.5
@@ -170,6 +241,13 @@ LISTING_LATE_UPLOAD_MARGIN_S = 3600
 #: at 0 and could find a stale listing still stored under 0.
 LISTING_VERSION_TTL_S = 7 * 24 * 3600
 
+#: Whole date ranges a process keeps answers of (also bounded by objects, as the tier).
+LISTING_RANGES_KEPT = 64
+
+#: Days whose versions a process remembers between bumps (a year of days is 365); past
+#: this the memory starts over.
+LISTING_KNOWN_VERSIONS_MAX_DAYS = 10_000
+
 #: Objects held by the in-process tier, all days together (about 310 bytes each in memory,
 #: so roughly 80 MB). More than one archive's default maximum (200,000 entries).
 LISTING_LOCAL_MAX_OBJECTS = 250_000
@@ -197,7 +275,7 @@ LISTING_INLINE_CODEC_BYTES = 64 * 1024
 
 # --- limits --------------------------------------------------------------------------------
 
-#: Longest date range accepted (days, both ends inclusive). DESIGN.md §7.
+#: Longest date range accepted (days, both ends inclusive; ZIPEDGE_MAX_RANGE_DAYS).
 DEFAULT_MAX_RANGE_DAYS = 366
 
 #: Hard limits of one archive (413 beyond). 100k photos is the largest selection in the
@@ -219,6 +297,9 @@ MAX_NAME_BYTES = 1024
 ZIP32_LIMIT = 0xFFFFFFFF
 #: Entry count above which the end record needs Zip64.
 ZIP16_LIMIT = 0xFFFF
+#: Central records are emitted in blocks of about this many bytes rather than one tiny
+#: chunk each, so a 100k-entry directory is a few hundred sends, not 100k.
+ZIP_DIRECTORY_BLOCK_BYTES = 64 * KiB
 #: Earliest and latest instants a DOS date can hold.
 DOS_EPOCH_YEAR = 1980
 DOS_LAST_YEAR = 2107

@@ -1,6 +1,6 @@
 """`zipedge demo`: realistic demo photos for the embedded default source.
 
-Writes what a gate camera would store (DESIGN.md §1): one JPEG per passing vehicle under
+Writes what a gate camera would store: one JPEG per passing vehicle under
 `<root>/YYYY/MM/DD/<PLATE>-<HHMMSS>.jpg`, a real 640x480 image with a number plate and a
 timestamp caption, whose mtime is its capture time (UTC).
 

@@ -14,12 +14,15 @@ exc`), so no botocore, httpx or redis exception ever reaches a request handler.
   | - UnknownJob            404  no job with that id
   | - ObjectNotFound        404  a named key or URL does not exist
   | - TooLarge              413  over the hard entry or byte limits
-  | - RateLimited           429
   + SourceError                  reading an object failed
   | - ObjectMissing              the object vanished after the manifest was made
   | - ObjectChanged              ETag or size differ from the manifest
   | - SourceUnavailable     503  network error, timeout, 5xx: worth a retry
   + StreamAborted                a stream failed after its headers were sent
+  + CacheError                   the archive cache (never the client's download)
+  | - CacheWriteFailed           a cache object could not be written
+  | - CacheMisconfigured         the cache refused access (403): a setting, not a miss
+  + BuildFailed                  a background build gave up (`retryable` says if for now)
   + DependencyUnavailable   503  a store or Redis is down
 """
 
@@ -88,11 +91,6 @@ class TooLarge(RequestError):
     code = "too_large"
 
 
-class RateLimited(RequestError):
-    status_code = 429
-    code = "rate_limited"
-
-
 class SourceError(ZipedgeError):
     """Reading an object failed. `retryable` says whether another attempt may succeed."""
 
@@ -119,6 +117,35 @@ class StreamAborted(ZipedgeError):
     """A stream failed after its headers went out; the connection must be cut."""
 
     code = "stream_aborted"
+
+
+class CacheError(ZipedgeError):
+    """Something went wrong with the archive cache; streams carry on without it."""
+
+    code = "cache_error"
+
+
+class CacheWriteFailed(CacheError):
+    """A cache object could not be written; the stream it tees from is unaffected."""
+
+    code = "cache_write_failed"
+
+
+class CacheMisconfigured(CacheError):
+    """The cache answered 403 (bucket policy, credentials): a configuration error that no
+    retry fixes. Requests stream without teeing, loudly, instead of rebuilding forever."""
+
+    code = "cache_misconfigured"
+
+
+class BuildFailed(ZipedgeError):
+    """A background build cannot finish; `retryable` says whether another attempt may."""
+
+    code = "build_failed"
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class DependencyUnavailable(ZipedgeError):

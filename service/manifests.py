@@ -18,12 +18,11 @@ from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
 from service.archive.manifest import Manifest, is_archive_id
+from service.constants import MANIFEST_INLINE_JSON_BYTES, MANIFEST_REDIS_TTL_S
 from service.exceptions import DependencyUnavailable, UnknownArchive
 
 #: Redis key prefix of stored manifests.
 REDIS_PREFIX = "zipedge:manifest:"
-#: How long a posted archive stays downloadable in Redis after its last POST (seconds).
-REDIS_TTL_S = 30 * 24 * 3600
 
 
 class ManifestStore(Protocol):
@@ -42,21 +41,21 @@ def _unknown(archive_id: str) -> UnknownArchive:
     return UnknownArchive(f"no archive {archive_id!r}")
 
 
-class MemoryManifestStore:
-    def __init__(self) -> None:
-        self._manifests: dict[str, bytes] = {}
+async def _decode(blob: bytes, archive_id: str) -> Manifest:
+    """Parse a stored manifest; in a worker thread when large (a 100,000-entry manifest is
+    ~5 MB of JSON and would hold the event loop for a quarter second)."""
+    try:
+        if len(blob) <= MANIFEST_INLINE_JSON_BYTES:
+            return Manifest.from_json(blob)
+        return await asyncio.to_thread(Manifest.from_json, blob)
+    except (ValueError, KeyError, TypeError):
+        raise _unknown(archive_id) from None
 
-    async def put(self, manifest: Manifest) -> None:
-        self._manifests[manifest.archive_id] = manifest.to_json()
 
-    async def get(self, archive_id: str) -> Manifest:
-        blob = self._manifests.get(archive_id)
-        if blob is None:
-            raise _unknown(archive_id)
-        return Manifest.from_json(blob)
-
-    async def check(self) -> None:
-        return None
+async def _encode(manifest: Manifest) -> bytes:
+    if len(manifest.entries) <= MANIFEST_INLINE_JSON_BYTES // 256:
+        return manifest.to_json()
+    return await asyncio.to_thread(manifest.to_json)
 
 
 class FolderManifestStore:
@@ -68,15 +67,15 @@ class FolderManifestStore:
     def _path(self, archive_id: str) -> Path:
         return self.directory / archive_id[:2] / f"{archive_id}.json"
 
-    def _put_sync(self, manifest: Manifest) -> None:
-        path = self._path(manifest.archive_id)
+    def _put_sync(self, archive_id: str, blob: bytes) -> None:
+        path = self._path(archive_id)
         if path.exists():
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as handle:
-                handle.write(manifest.to_json())
+                handle.write(blob)
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -84,8 +83,9 @@ class FolderManifestStore:
             raise
 
     async def put(self, manifest: Manifest) -> None:
+        blob = await _encode(manifest)
         with _io_errors("manifest folder"):
-            await asyncio.to_thread(self._put_sync, manifest)
+            await asyncio.to_thread(self._put_sync, manifest.archive_id, blob)
 
     async def get(self, archive_id: str) -> Manifest:
         if not is_archive_id(archive_id):
@@ -96,10 +96,7 @@ class FolderManifestStore:
             raise _unknown(archive_id) from None
         except OSError as exc:
             raise DependencyUnavailable(f"manifest folder: {exc.strerror}") from exc
-        try:
-            return Manifest.from_json(blob)
-        except ValueError:
-            raise _unknown(archive_id) from None
+        return await _decode(blob, archive_id)
 
     async def check(self) -> None:
         def writable() -> bool:
@@ -116,8 +113,9 @@ class RedisManifestStore:
         self._redis = redis
 
     async def put(self, manifest: Manifest) -> None:
+        blob = await _encode(manifest)
         with _redis_errors():
-            await self._redis.set(REDIS_PREFIX + manifest.archive_id, manifest.to_json(), ex=REDIS_TTL_S)
+            await self._redis.set(REDIS_PREFIX + manifest.archive_id, blob, ex=MANIFEST_REDIS_TTL_S)
 
     async def get(self, archive_id: str) -> Manifest:
         if not is_archive_id(archive_id):
@@ -126,10 +124,7 @@ class RedisManifestStore:
             blob = await self._redis.get(REDIS_PREFIX + archive_id)
         if blob is None:
             raise _unknown(archive_id)
-        try:
-            return Manifest.from_json(blob if isinstance(blob, bytes) else blob.encode())
-        except ValueError:
-            raise _unknown(archive_id) from None
+        return await _decode(blob if isinstance(blob, bytes) else blob.encode(), archive_id)
 
     async def check(self) -> None:
         with _redis_errors():

@@ -46,8 +46,27 @@ CACHE_WRITES = Counter(
 SOURCE_ERRORS = Counter(
     "zipedge_source_errors_total", "Failed object reads by error code.", ["code"], registry=REGISTRY
 )
+LISTING_SKIPPED = Counter(
+    "zipedge_listing_skipped_total",
+    "Listed objects left out of archives because no read would accept their key.",
+    registry=REGISTRY,
+)
+CACHE_MISCONFIGURED = Counter(
+    "zipedge_cache_misconfigured_total",
+    "Cache requests refused with 403 (bucket policy or credentials): streamed without teeing.",
+    registry=REGISTRY,
+)
 SOURCE_RETRIES = Counter(
     "zipedge_source_retries_total", "Object reads resumed from the failed byte.", registry=REGISTRY
+)
+READY = Gauge(
+    "zipedge_ready", "1 when every dependency answered the last readiness probe, else 0.", registry=REGISTRY
+)
+DEPENDENCY_UP = Gauge(
+    "zipedge_dependency_up",
+    "1 when the dependency answered the last readiness probe in time, else 0.",
+    ["dependency"],
+    registry=REGISTRY,
 )
 JOBS_QUEUED = Gauge("zipedge_jobs_queued", "Jobs waiting for a worker (at scrape time).", registry=REGISTRY)
 JOB_SECONDS = Histogram(

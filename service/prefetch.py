@@ -27,6 +27,7 @@ from service.constants import (
     FETCH_ATTEMPTS,
     FETCH_BACKOFF_BASE_S,
     FETCH_BACKOFF_MAX_S,
+    PREFETCH_HEAD_ALLOWANCE_BYTES,
     READ_CHUNK_BYTES,
 )
 from service.exceptions import ObjectChanged, SourceError, StreamAborted
@@ -37,9 +38,6 @@ logger = logging.getLogger(__name__)
 
 #: Opens one entry's bytes from an offset; the etag travels inside the entry.
 OpenFn = Callable[[Entry, int], AsyncIterator[bytes]]
-
-#: What the head entry may hold regardless of the budget (bytes).
-_HEAD_ALLOWANCE = 2 * READ_CHUNK_BYTES
 
 
 class _Slot:
@@ -152,7 +150,7 @@ class Prefetcher:
     def _fits(self, index: int, n: int) -> bool:
         if self._used + n <= self._budget:
             return True
-        return index == self._head and self._slots[index].buffered + n <= _HEAD_ALLOWANCE
+        return index == self._head and self._slots[index].buffered + n <= PREFETCH_HEAD_ALLOWANCE_BYTES
 
     async def _reserve(self, index: int, n: int) -> None:
         if not self._fits(index, n):

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from service import constants
 from service.exceptions import ConfigError
-from service.sources.http import normalise_allow_hosts
+from service.sources.urlguard import normalise_allow_hosts
 
 
 class _Environment:
@@ -93,10 +93,29 @@ class Location:
 
 @dataclass(frozen=True, slots=True)
 class S3Settings:
+    """Where S3 is and how to reach it; None fields fall back to botocore's own chain
+    (environment, profile, instance or container role)."""
+
     endpoint_url: str | None
     region: str | None
     access_key: str | None
     secret_key: str | None
+    #: connect and per-read timeout (ZIPEDGE_S3_TIMEOUT_S)
+    timeout_s: float = constants.DEFAULT_S3_TIMEOUT_S
+
+    @property
+    def signing_region(self) -> str:
+        return self.region or "us-east-1"
+
+    @property
+    def origin(self) -> str:
+        """The endpoint presigned URLs are signed for."""
+        return self.endpoint_url or f"https://s3.{self.signing_region}.amazonaws.com"
+
+    @property
+    def path_style(self) -> bool:
+        # SeaweedFS/MinIO endpoints have no per-bucket DNS names.
+        return bool(self.endpoint_url)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +142,7 @@ class Settings:
     redirect_window_s: int
     redirect_min_validity_s: int
     finish_on_disconnect: bool
+    max_builds: int
     s3: S3Settings
 
     @classmethod
@@ -142,6 +162,7 @@ class Settings:
             region=text("AWS_REGION") or text("AWS_DEFAULT_REGION") or None,
             access_key=text("AWS_ACCESS_KEY_ID") or None,
             secret_key=text("AWS_SECRET_ACCESS_KEY") or None,
+            timeout_s=integer("ZIPEDGE_S3_TIMEOUT_S", constants.DEFAULT_S3_TIMEOUT_S),
         )
         redis_url = env.url("ZIPEDGE_REDIS_URL", ("redis", "rediss", "unix"))
         public_url = env.url("ZIPEDGE_PUBLIC_URL", ("http", "https"))
@@ -179,6 +200,7 @@ class Settings:
                 "ZIPEDGE_REDIRECT_MIN_VALIDITY_S", constants.DEFAULT_REDIRECT_MIN_VALIDITY_S
             ),
             finish_on_disconnect=env.choice("ZIPEDGE_TEE_ON_DISCONNECT", ("finish", "abort")) == "finish",
+            max_builds=integer("ZIPEDGE_MAX_BUILDS", constants.DEFAULT_MAX_BUILDS, 0),
             s3=s3,
         )
 

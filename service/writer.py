@@ -11,11 +11,11 @@ sure the receiver sees an incomplete transfer, never a finished-looking file.
 
 from __future__ import annotations
 
-try:  # ISA-L's CRC-32 is over ten times faster than zlib's (shared/notes/perf_limits.md)
+try:  # ISA-L's CRC-32 is over ten times faster than zlib's (~50 GB/s against ~4 GB/s)
     from isal.isal_zlib import crc32
 except ImportError:  # pragma: no cover - a platform without isal wheels
     from zlib import crc32
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from service.archive.manifest import Manifest
@@ -41,7 +41,7 @@ async def write_archive(
     concurrency: int,
     budget: int,
     progress: Progress | None = None,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     layout = manifest.layout
     progress = progress or Progress()
     progress.bytes_total = layout.size

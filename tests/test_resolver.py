@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import date
 
 from service.archive.selection import DateRange
-from service.listing import DayListingCache
+from service.listing import DayListingCache, DirectListings
 from service.resolver import Limits, Resolver
+from service.sources.base import ObjectInfo
 from service.sources.memory import MemorySource
 
 RANGE = DateRange(date(2025, 1, 1), date(2025, 1, 3))
@@ -19,6 +20,7 @@ def make() -> tuple[Resolver, DayListingCache, MemorySource]:
             source.put(f"2025/01/0{day}/CAR{i}.jpg", f"{day}{i}".encode())
     cache = DayListingCache(source, source_id="memory:")
     resolver = Resolver(
+        source,
         cache,
         None,
         source_id="memory:",
@@ -56,3 +58,32 @@ async def test_the_memo_is_bounded() -> None:
     built = [await resolver.date_range(r) for r in ranges]
     assert await resolver.date_range(ranges[2]) is built[2]
     assert await resolver.date_range(ranges[0]) is not built[0]  # the oldest was dropped
+
+
+class CountingSource(MemorySource):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stats: list[str] = []
+
+    async def stat(self, key: str) -> ObjectInfo:
+        self.stats.append(key)
+        return await super().stat(key)
+
+
+async def test_a_posted_archive_looks_each_distinct_object_up_once() -> None:
+    source = CountingSource()
+    source.put("2025/01/01/a.jpg", b"a")
+    source.put("2025/01/01/b.jpg", b"bb")
+    resolver = Resolver(
+        source,
+        DirectListings(source),
+        None,
+        source_id="memory:",
+        limits=Limits(max_entries=100_000, max_bytes=1 << 30),
+        http_allow=frozenset(),
+    )
+    entries = [{"key": "2025/01/01/a.jpg"}] * 5_000 + [{"key": "2025/01/01/b.jpg", "name": "x.jpg"}] * 3
+    manifest = await resolver.posted({"entries": entries})
+    assert sorted(source.stats) == ["2025/01/01/a.jpg", "2025/01/01/b.jpg"]
+    assert len(manifest.entries) == 5_003
+    assert manifest.entries[-1].name == "x (2).jpg" and manifest.entries[-1].size == 2

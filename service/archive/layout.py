@@ -5,7 +5,7 @@ exact total size, and produces the records that surround the data: local headers
 descriptors, the central directory and the end records. The writer only has to put each
 member's bytes between its header and its descriptor.
 
-Format policy (DESIGN.md §4):
+Format policy (docs/zip-format.md):
 - stored (method 0) only; photos do not compress;
 - UTF-8 name flag (bit 11) always;
 - Zip64 only where a value does not fit: per member when its size does not fit 32 bits,
@@ -29,7 +29,13 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from service.constants import DOS_EPOCH_YEAR, DOS_LAST_YEAR, ZIP16_LIMIT, ZIP32_LIMIT
+from service.constants import (
+    DOS_EPOCH_YEAR,
+    DOS_LAST_YEAR,
+    ZIP16_LIMIT,
+    ZIP32_LIMIT,
+    ZIP_DIRECTORY_BLOCK_BYTES,
+)
 
 _LOCAL = struct.Struct("<IHHHHHIIIHH")  # 30 bytes
 _CENTRAL = struct.Struct("<IHHHHHHIIIHHHHHII")  # 46 bytes
@@ -56,10 +62,6 @@ _VERSION_DEFAULT = 20  # 2.0: stored, data descriptors
 _VERSION_ZIP64 = 45  # 4.5: Zip64 extensions
 _MADE_BY_UNIX = 3 << 8
 _REGULAR_FILE_0644 = (0o100644 << 16) & 0xFFFFFFFF
-
-#: Central records are emitted in blocks of about this many bytes rather than one tiny
-#: chunk each, so a 100k-entry directory is a few hundred sends, not 100k.
-_DIRECTORY_BLOCK_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,9 +145,6 @@ class Layout:
         placed = self._placed[index]
         return placed.offset + placed.header_size
 
-    def has_descriptor(self, index: int) -> bool:
-        return self._placed[index].descriptor_size > 0
-
     # -- records --------------------------------------------------------------------------
 
     def local_header(self, index: int) -> bytes:
@@ -193,7 +192,7 @@ class Layout:
             record = self._central_record(p, crc)
             block.append(record)
             pending += len(record)
-            if pending >= _DIRECTORY_BLOCK_BYTES:
+            if pending >= ZIP_DIRECTORY_BLOCK_BYTES:
                 yield b"".join(block)
                 block, pending = [], 0
         block.append(self._end_records())

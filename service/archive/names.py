@@ -1,6 +1,6 @@
 """Archive member names: which keys callers may send, and what names go into a ZIP.
 
-Two directions, on purpose (DESIGN.md §4, §6):
+Two directions, on purpose (docs/zip-format.md, "Names"):
 
 * `validate_key` *rejects* odd object keys sent by callers (400 `invalid_key`). A key
   addresses an object in the source; guessing what a caller meant by `a/../b` would
@@ -21,7 +21,6 @@ import functools
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 from service.constants import MAX_KEY_BYTES, MAX_NAME_BYTES
 from service.exceptions import InvalidKey
@@ -29,12 +28,9 @@ from service.exceptions import InvalidKey
 __all__ = [
     "MAX_SEGMENT_BYTES",
     "UNNAMED",
-    "NamePlan",
-    "Rename",
     "assign_names",
     "content_disposition",
     "name_key",
-    "plan_names",
     "safe_name",
     "validate_key",
 ]
@@ -55,9 +51,20 @@ _MAX_EXT_BYTES = 32
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 # Lone surrogates cannot be encoded as UTF-8 (JSON bodies can still carry them).
 _SURROGATE = re.compile("[\ud800-\udfff]")
-# Everything replaced by "_" in a member name: controls, surrogates, and the characters
-# Windows forbids in file names ("/" and "\\" are separators, handled before).
-_UNSAFE = re.compile('[\x00-\x1f\x7f-\x9f\ud800-\udfff<>:"|?*]')
+# Invisible format characters (Unicode category Cf) and line/paragraph separators: the
+# bidirectional overrides and isolates (U+202A-202E, U+2066-2069) make "photo\u202egpj.exe"
+# display as "photoexe.jpg"; zero-width and soft-hyphen characters make two names look
+# alike. ZWNJ and ZWJ (U+200C, U+200D) are kept: scripts and emoji sequences need them.
+_INVISIBLE = (
+    "\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b\u200e\u200f"
+    "\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd"
+    "\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f"
+)
+# Everything replaced by "_" in a member name: controls, surrogates, invisible format
+# characters, and those Windows forbids in file names ("/" and "\\" are separators,
+# handled before).
+_UNSAFE = re.compile(f'[\x00-\x1f\x7f-\x9f\ud800-\udfff{_INVISIBLE}<>:"|?*]')
+_INVISIBLE_RE = re.compile(f"[{_INVISIBLE}]")
 _DRIVE = re.compile("[A-Za-z]:")
 
 # Windows device names: a file called "con.txt" or "NUL.tar.gz" opens the device instead.
@@ -203,28 +210,7 @@ def _fit_path(parents: Sequence[str], last: str) -> str:
 # --- all the names of one archive ---------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Rename:
-    """Entry `index` asked for `desired` and got `final` instead."""
-
-    index: int
-    desired: str
-    final: str
-
-
-@dataclass(frozen=True, slots=True)
-class NamePlan:
-    """The final member names of one archive, in manifest order, and those that changed.
-
-    `renamed` is indexed rather than a dict because a desired name may appear many times
-    and each occurrence may end up with a different final name.
-    """
-
-    names: tuple[str, ...]
-    renamed: tuple[Rename, ...]
-
-
-def plan_names(desired: Iterable[str]) -> NamePlan:
+def assign_names(desired: Iterable[str]) -> list[str]:
     """Turn the desired names of a manifest, in order, into unique safe member names.
 
     The rule, deterministic and stable (same input, same output; a plan's output planned
@@ -266,18 +252,7 @@ def plan_names(desired: Iterable[str]) -> NamePlan:
         if final[index] is None:
             final[index] = _next_free(name, key, taken, directories, next_n)
 
-    names = tuple(name for name in final if name is not None)
-    renamed = tuple(
-        Rename(index, want, got)
-        for index, (want, got) in enumerate(zip(wanted, names, strict=True))
-        if want != got
-    )
-    return NamePlan(names, renamed)
-
-
-def assign_names(desired: Iterable[str]) -> list[str]:
-    """Only the final names of `plan_names`."""
-    return list(plan_names(desired).names)
+    return [name for name in final if name is not None]
 
 
 def _next_free(name: str, key: str, taken: set[str], directories: set[str], next_n: dict[str, int]) -> str:
@@ -309,7 +284,8 @@ def content_disposition(filename: str) -> str:
     fallback for old clients and the exact name as RFC 5987 `filename*`."""
     clean = unicodedata.normalize("NFC", _SURROGATE.sub("_", filename))
     # A download name is one file name: no controls, no directories.
-    clean = _CONTROL.sub("", clean).replace("/", "_").replace("\\", "_").strip(" ") or "download"
+    clean = _INVISIBLE_RE.sub("", _CONTROL.sub("", clean))
+    clean = clean.replace("/", "_").replace("\\", "_").strip(" ") or "download"
     encoded = "".join(chr(b) if b in _ATTR_CHARS else f"%{b:02X}" for b in clean.encode("utf-8"))
     return f"attachment; filename=\"{_ascii_fallback(clean)}\"; filename*=UTF-8''{encoded}"
 

@@ -1,6 +1,6 @@
 """Date-range selections: `?from=YYYY-MM-DD&to=YYYY-MM-DD`, UTC days, both inclusive.
 
-The source root is partitioned by UTC day (`YYYY/MM/DD/<file>`, DESIGN.md §1), so a range
+The source root is partitioned by UTC day (`YYYY/MM/DD/<file>`), so a range
 resolves to one key prefix per day, listed concurrently by the resolver.
 
 Pure logic: standard library only, no IO.

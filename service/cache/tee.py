@@ -21,17 +21,14 @@ from collections import deque
 from collections.abc import AsyncIterator
 from enum import StrEnum
 
+from service.cache.base import CacheWriter
 from service.cache.lock import Lease
-from service.cache.store import CacheWriter
-from service.exceptions import ZipedgeError
+from service.constants import BUILD_CLIENT_QUEUE_CHUNKS
+from service.exceptions import StreamAborted, ZipedgeError
 from service.metrics import CACHE_WRITES
 from service.sources.base import closing
 
 logger = logging.getLogger(__name__)
-
-#: Chunks queued between a build and its client: enough to smooth scheduling, small
-#: enough that a slow client still slows the build (about 1 MiB).
-CLIENT_QUEUE_CHUNKS = 4
 
 
 class TeeOutcome(StrEnum):
@@ -145,13 +142,17 @@ _END = object()
 
 
 class Build:
-    """An archive being written by an app-owned task, for a client and the cache."""
+    """An archive being written by an app-owned task, for a client and the cache.
+
+    Whatever ends the producer reaches the client: the end marker, or an error (any
+    exception, not only ours, and a cancellation too), so `client_chunks` never waits on
+    a producer that is gone."""
 
     def __init__(self, chunks: AsyncIterator[bytes], tee: Tee) -> None:
         self._chunks = chunks
         self.tee = tee
         self.attached = True
-        self._queue: asyncio.Queue[object] = asyncio.Queue(maxsize=CLIENT_QUEUE_CHUNKS)
+        self._queue: asyncio.Queue[object] = asyncio.Queue(maxsize=BUILD_CLIENT_QUEUE_CHUNKS)
         self.task = asyncio.create_task(self._produce())
 
     async def _produce(self) -> None:
@@ -170,11 +171,24 @@ class Build:
                 await self._queue.put(_END)
         except ZipedgeError as exc:
             self.tee.drop(f"stream failed: {exc.message}")
-            if self.attached:
-                await self._queue.put(exc)
+            self._fail(exc)
+        except Exception as exc:  # a bug below: the client must still see the end
+            logger.exception("archive build crashed")
+            self.tee.drop(f"stream crashed: {exc!r}")
+            self._fail(StreamAborted(f"internal error: {exc!r}"))
         except BaseException:
             self.tee.drop("build cancelled")
+            self._fail(StreamAborted("the build was stopped"))
             raise
+
+    def _fail(self, error: BaseException) -> None:
+        """Hand `error` to the client at once: what it has not taken yet is dropped (the
+        connection is cut anyway), so this never waits."""
+        if not self.attached:
+            return
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self._queue.put_nowait(error)
 
     async def client_chunks(self) -> AsyncIterator[bytes]:
         while True:

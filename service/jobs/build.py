@@ -7,30 +7,28 @@ Shared by the saq worker and the in-process runner, so both behave the same.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 
 from service.archive.manifest import Manifest
-from service.cache.store import CacheWriteFailed
 from service.constants import JOB_LOCK_POLL_S, JOB_PROGRESS_INTERVAL_S
-from service.exceptions import DependencyUnavailable, SourceError, StreamAborted, ZipedgeError
+from service.exceptions import (
+    BuildFailed,
+    CacheError,
+    CacheWriteFailed,
+    DependencyUnavailable,
+    SourceError,
+    StreamAborted,
+)
 from service.runtime import Runtime
+from service.streams import Streams, cache_entry
 from service.writer import Progress
 
 logger = logging.getLogger(__name__)
 
 Report = Callable[[Progress], Awaitable[None]]
-
-
-class BuildFailed(ZipedgeError):
-    """The archive cannot be built; `retryable` says whether another attempt may succeed."""
-
-    code = "build_failed"
-
-    def __init__(self, message: str, *, retryable: bool) -> None:
-        super().__init__(message)
-        self.retryable = retryable
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -44,44 +42,59 @@ def _retryable(exc: BaseException) -> bool:
     return False
 
 
-async def build_archive(runtime: Runtime, manifest: Manifest, report: Report) -> None:
-    """Return once the archive is in the cache; raise BuildFailed otherwise. `report` is
-    awaited about once a second (it is the heartbeat too)."""
-    cache = runtime.cache
-    if cache is None:
-        raise BuildFailed("no cache is configured (ZIPEDGE_CACHE): jobs need one", retryable=False)
-    progress = Progress(bytes_total=manifest.size, entries_total=len(manifest.entries))
-    while True:
-        if await runtime.cached(manifest) is not None:
-            progress.bytes_done, progress.entries_done = progress.bytes_total, progress.entries_total
-            await report(progress)
-            return
-        lease = await runtime.lock.try_acquire(manifest.archive_id)
-        if lease is not None:
-            break
-        # A stream (or another worker) is building it: wait for its result, or its lock.
-        await report(progress)
-        await asyncio.sleep(JOB_LOCK_POLL_S)
+class ArchiveBuilder:
+    def __init__(self, runtime: Runtime, streams: Streams) -> None:
+        self._runtime = runtime
+        self._streams = streams
 
-    writer = None
-    try:
-        writer = await cache.writer(manifest.archive_id, manifest.size, manifest.filename)
-        last = time.monotonic()
-        async for chunk in runtime.write(manifest, progress):
-            await writer.write(chunk)
-            if time.monotonic() - last >= JOB_PROGRESS_INTERVAL_S:
-                last = time.monotonic()
-                if lease.lost.is_set():
-                    raise BuildFailed("build lock lost", retryable=True)
+    async def is_cached(self, manifest: Manifest) -> bool:
+        cache = self._runtime.cache
+        if cache is None:
+            return False
+        try:
+            return await cache.lookup(manifest.archive_id) is not None
+        except (CacheError, DependencyUnavailable) as exc:
+            raise BuildFailed(exc.message, retryable=_retryable(exc)) from exc
+
+    async def build(self, manifest: Manifest, report: Report) -> None:
+        """Return once the archive is in the cache; raise BuildFailed otherwise. `report`
+        is awaited about once a second (it is the heartbeat too)."""
+        cache = self._runtime.cache
+        if cache is None:
+            raise BuildFailed("no cache is configured (ZIPEDGE_CACHE): jobs need one", retryable=False)
+        progress = Progress(bytes_total=manifest.size, entries_total=len(manifest.entries))
+        while True:
+            if await self.is_cached(manifest):
+                progress.bytes_done, progress.entries_done = progress.bytes_total, progress.entries_total
                 await report(progress)
-        if not await lease.confirm():
-            raise BuildFailed("build lock lost", retryable=True)
-        await writer.commit()
+                return
+            lease = await self._runtime.lock.try_acquire(manifest.archive_id)
+            if lease is not None:
+                break
+            # A stream (or another worker) is building it: wait for its result, or its lock.
+            await report(progress)
+            await asyncio.sleep(JOB_LOCK_POLL_S)
+
         writer = None
-        await report(progress)
-    except (StreamAborted, CacheWriteFailed, DependencyUnavailable) as exc:
-        raise BuildFailed(exc.message, retryable=_retryable(exc)) from exc
-    finally:
-        if writer is not None:
-            await writer.abort()
-        await asyncio.shield(lease.release())
+        try:
+            writer = await cache.writer(cache_entry(manifest))
+            last = time.monotonic()
+            async with contextlib.aclosing(self._streams.write(manifest, progress)) as chunks:
+                async for chunk in chunks:
+                    await writer.write(chunk)
+                    if time.monotonic() - last >= JOB_PROGRESS_INTERVAL_S:
+                        last = time.monotonic()
+                        if lease.lost.is_set():
+                            raise BuildFailed("build lock lost", retryable=True)
+                        await report(progress)
+            if not await lease.confirm():
+                raise BuildFailed("build lock lost", retryable=True)
+            await writer.commit()
+            writer = None
+            await report(progress)
+        except (StreamAborted, CacheWriteFailed, DependencyUnavailable) as exc:
+            raise BuildFailed(exc.message, retryable=_retryable(exc)) from exc
+        finally:
+            if writer is not None:
+                await writer.abort()
+            await asyncio.shield(lease.release())

@@ -1,32 +1,18 @@
-"""The job engine's small interface, and the in-process runner of the embedded default.
+"""The job engine's small interface.
 
 `JobQueue` is all the web layer knows: submit a manifest (idempotent: the job id is the
 archive id, so concurrent requests for one archive share one job), read a job, cancel
 it, list recent ones. `service.jobs.saq_queue` implements it on saq + Redis for any
-number of worker processes; `LocalJobQueue` runs jobs as tasks of the service itself.
+number of worker processes; `service.jobs.local` runs jobs as tasks of the service itself.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import time
-from dataclasses import dataclass
 from typing import Protocol
 
 from service.archive.manifest import Manifest
-from service.constants import JOB_RETRIES, JOB_RETRY_MAX_DELAY_S, JOB_TTL_S
-from service.exceptions import UnknownJob
-from service.jobs.build import BuildFailed, build_archive
-from service.jobs.model import JobStatus, JobView
-from service.metrics import JOB_SECONDS
-from service.runtime import Runtime
-from service.writer import Progress
-
-logger = logging.getLogger(__name__)
-
-#: Jobs the in-process runner remembers at most (oldest finished ones are forgotten).
-_LOCAL_MAX_JOBS = 1000
+from service.constants import JOB_RETRY_MAX_DELAY_S
+from service.jobs.model import JobView
 
 
 class JobQueue(Protocol):
@@ -49,109 +35,3 @@ class JobQueue(Protocol):
 
 def backoff(attempt: int, delay_s: float) -> float:
     return float(min(delay_s * 2 ** (attempt - 1), JOB_RETRY_MAX_DELAY_S))
-
-
-@dataclass
-class _LocalJob:
-    view: JobView
-    task: asyncio.Task[None] | None = None
-
-
-class LocalJobQueue:
-    def __init__(self, runtime: Runtime, *, concurrency: int) -> None:
-        self._runtime = runtime
-        self._slots = asyncio.Semaphore(concurrency)
-        self._jobs: dict[str, _LocalJob] = {}
-
-    async def submit(self, manifest: Manifest) -> JobView:
-        existing = self._jobs.get(manifest.archive_id)
-        if existing is not None and existing.view.status in (JobStatus.QUEUED, JobStatus.RUNNING):
-            return existing.view
-        now = time.time()
-        view = JobView(
-            id=manifest.archive_id,
-            status=JobStatus.QUEUED,
-            filename=manifest.filename,
-            bytes_total=manifest.size,
-            entries_total=len(manifest.entries),
-            created_at=now,
-            updated_at=now,
-        )
-        job = _LocalJob(view)
-        self._jobs[view.id] = job
-        job.task = asyncio.create_task(self._run(view, manifest))
-        self._prune()
-        return view
-
-    async def _run(self, view: JobView, manifest: Manifest) -> None:
-        async def report(progress: Progress) -> None:
-            view.bytes_done, view.entries_done = progress.bytes_done, progress.entries_done
-            view.updated_at = time.time()
-
-        try:
-            async with self._slots:
-                for attempt in range(1, JOB_RETRIES + 1):
-                    view.status, view.attempts, view.updated_at = JobStatus.RUNNING, attempt, time.time()
-                    started = time.monotonic()
-                    try:
-                        await build_archive(self._runtime, manifest, report)
-                    except BuildFailed as exc:
-                        JOB_SECONDS.labels("failed").observe(time.monotonic() - started)
-                        view.error = exc.message
-                        if not exc.retryable or attempt == JOB_RETRIES:
-                            view.status = JobStatus.FAILED
-                            return
-                        view.status = JobStatus.QUEUED
-                        await asyncio.sleep(backoff(attempt, self._runtime.settings.job_retry_delay_s))
-                        continue
-                    JOB_SECONDS.labels("ready").observe(time.monotonic() - started)
-                    view.status, view.error = JobStatus.READY, None
-                    return
-        except asyncio.CancelledError:
-            view.status = JobStatus.CANCELLED
-            raise
-        except Exception as exc:  # a bug: the job fails visibly rather than hanging
-            logger.exception("job %s crashed", view.id)
-            view.status, view.error = JobStatus.FAILED, f"internal error: {exc}"
-        finally:
-            view.updated_at = time.time()
-
-    async def get(self, job_id: str) -> JobView:
-        job = self._jobs.get(job_id)
-        if job is None:
-            raise UnknownJob(f"no job {job_id!r}")
-        return job.view
-
-    async def cancel(self, job_id: str) -> JobView:
-        job = self._jobs.get(job_id)
-        if job is None:
-            raise UnknownJob(f"no job {job_id!r}")
-        if not job.view.status.terminal and job.task is not None:
-            job.view.status = JobStatus.CANCELLED
-            job.task.cancel()
-            await asyncio.gather(job.task, return_exceptions=True)
-        return job.view
-
-    async def recent(self, limit: int) -> list[JobView]:
-        views = sorted((j.view for j in self._jobs.values()), key=lambda v: v.created_at, reverse=True)
-        return views[:limit]
-
-    async def depth(self) -> int:
-        return sum(1 for j in self._jobs.values() if j.view.status is JobStatus.QUEUED)
-
-    def _prune(self) -> None:
-        cutoff = time.time() - JOB_TTL_S
-        finished = sorted(
-            (j for j in self._jobs.values() if j.view.status.terminal), key=lambda j: j.view.updated_at
-        )
-        excess = len(self._jobs) - _LOCAL_MAX_JOBS
-        for job in finished:
-            if job.view.updated_at < cutoff or excess > 0:
-                del self._jobs[job.view.id]
-                excess -= 1
-
-    async def aclose(self) -> None:
-        tasks = [j.task for j in self._jobs.values() if j.task is not None and not j.task.done()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)

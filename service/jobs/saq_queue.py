@@ -1,6 +1,6 @@
 """Jobs on saq + Redis: any number of `zipedge worker` processes on any number of hosts.
 
-Why saq (shared/notes/ecosystem.md §1): its job `key` dedupes (our key is the archive id),
+Why saq: its job `key` dedupes (our key is the archive id),
 a job heartbeats through `job.update()` (our progress reports), the sweep retries the
 jobs of workers that stopped heartbeating (crash recovery), retries back off
 exponentially, and `abort` cancels a running job. saq's own statuses and tracebacks stay
@@ -25,14 +25,18 @@ from service.constants import (
     JOB_RETRIES,
     JOB_RETRY_MAX_DELAY_S,
     JOB_TTL_S,
+    RECENT_JOBS_KEPT,
     REDIS_SOCKET_TIMEOUT_S,
+    WORKER_SHUTDOWN_GRACE_S,
 )
-from service.exceptions import DependencyUnavailable, UnknownJob
-from service.jobs.build import BuildFailed, build_archive
+from service.exceptions import BuildFailed, DependencyUnavailable, UnknownJob
+from service.jobs.build import ArchiveBuilder
 from service.jobs.model import JobStatus, JobView
+from service.manifests import ManifestStore
 from service.metrics import JOB_SECONDS, REGISTRY
-from service.runtime import Runtime, open_runtime
+from service.runtime import open_runtime
 from service.settings import Settings
+from service.streams import Streams
 from service.writer import Progress
 
 logger = logging.getLogger(__name__)
@@ -41,13 +45,10 @@ QUEUE_NAME = "zipedge"
 FUNCTION = "build_archive"
 #: Sorted set of job ids by creation time, for the listing of recent jobs.
 RECENT_KEY = "zipedge:jobs:recent"
-RECENT_MAX = 1000
 #: The abort reason of DELETE /v1/jobs/{id}: only it means "cancelled". saq also aborts
 #: jobs its sweep finds in an odd state (e.g. caught between dequeue and start); such a
 #: job is retried, and if it ends aborted that is a failure, not a cancellation.
 CANCEL_MESSAGE = "cancelled by request"
-#: How long a worker finishes its running jobs on SIGTERM before handing them back (s).
-SHUTDOWN_GRACE_S = 20
 
 
 class SweepSafeQueue(RedisQueue):
@@ -115,7 +116,8 @@ return id_jobs
 
 
 class JobContext(Context, total=False):
-    runtime: Runtime
+    builder: ArchiveBuilder
+    manifests: ManifestStore
 
 
 def _view(job: Job) -> JobView:
@@ -152,8 +154,10 @@ def _view(job: Job) -> JobView:
 class SaqJobQueue:
     """The client side, used by the service: submit, read, cancel, list."""
 
-    def __init__(self, runtime: Runtime, redis_url: str) -> None:
-        self._runtime = runtime
+    def __init__(self, settings: Settings, manifests: ManifestStore) -> None:
+        self._settings = settings
+        self._manifests = manifests
+        redis_url = settings.redis_url
         self._redis = aioredis.Redis.from_url(
             redis_url,
             socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
@@ -171,8 +175,8 @@ class SaqJobQueue:
         return job
 
     async def submit(self, manifest: Manifest) -> JobView:
-        settings = self._runtime.settings
-        await self._runtime.manifests.put(manifest)  # the worker loads it by id
+        settings = self._settings
+        await self._manifests.put(manifest)  # the worker loads it by id
         job = Job(
             function=FUNCTION,
             kwargs={"archive_id": manifest.archive_id},
@@ -193,7 +197,7 @@ class SaqJobQueue:
         try:
             await self.queue.enqueue(job)  # None when the same archive is already queued/running
             await self._redis.zadd(RECENT_KEY, {manifest.archive_id: time.time()})
-            await self._redis.zremrangebyrank(RECENT_KEY, 0, -RECENT_MAX - 1)
+            await self._redis.zremrangebyrank(RECENT_KEY, 0, -RECENT_JOBS_KEPT - 1)
         except (OSError, aioredis.RedisError) as exc:
             raise DependencyUnavailable(f"job queue: {exc}") from exc
         return _view(await self._job(manifest.archive_id))
@@ -233,9 +237,8 @@ class SaqJobQueue:
 async def build_archive_job(ctx: JobContext, *, archive_id: str) -> dict[str, Any]:
     """The saq function. Transient failures raise (saq retries with backoff, then fails
     the job); permanent ones return a failed result at once."""
-    runtime = ctx["runtime"]
     job = ctx["job"]
-    manifest = await runtime.manifests.get(archive_id)
+    manifest = await ctx["manifests"].get(archive_id)
 
     async def report(progress: Progress) -> None:
         job.meta.update(bytes_done=progress.bytes_done, entries_done=progress.entries_done)
@@ -245,7 +248,7 @@ async def build_archive_job(ctx: JobContext, *, archive_id: str) -> dict[str, An
     started = time.monotonic()
     outcome = "cancelled"
     try:
-        await build_archive(runtime, manifest, report)
+        await ctx["builder"].build(manifest, report)
         outcome = "ready"
     except BuildFailed as exc:
         outcome = "failed"
@@ -271,6 +274,7 @@ async def run_worker(
 
         start_http_server(metrics_port, addr="127.0.0.1", registry=REGISTRY)
     async with open_runtime(settings) as runtime:
+        streams = Streams(runtime)
         queue = SweepSafeQueue.from_url(settings.redis_url, name=QUEUE_NAME)
         timers: PartialTimersDict = {
             "schedule": 1,
@@ -283,14 +287,16 @@ async def run_worker(
             functions=[(FUNCTION, build_archive_job)],
             concurrency=concurrency,
             timers=timers,
-            shutdown_grace_period_s=SHUTDOWN_GRACE_S,
+            shutdown_grace_period_s=WORKER_SHUTDOWN_GRACE_S,
             burst=burst,
             dequeue_timeout=1.0,
         )
-        worker.context["runtime"] = runtime
+        worker.context["builder"] = ArchiveBuilder(runtime, streams)
+        worker.context["manifests"] = runtime.manifests
         await queue.connect()
         try:
             await worker.start()
         finally:
+            await streams.aclose()
             await queue.disconnect()
             await asyncio.sleep(0)

@@ -9,9 +9,16 @@ subclasses (and `ObjectNotFound`/`InvalidKey` for a bad key at stat time).
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
+
+from service.archive.names import validate_key
+from service.exceptions import InvalidKey
+from service.metrics import LISTING_SKIPPED
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +64,19 @@ class Source(Reader, Protocol):
     async def check(self) -> None:
         """Raise `DependencyUnavailable` if the source cannot be reached (for /readyz)."""
         ...
+
+
+def listable(key: str, *, where: str) -> bool:
+    """Whether a listed key may go into an archive: exactly the keys a read accepts
+    (`validate_key`), so one odd object name (`a\\b.jpg`, a `..` segment, a control
+    character) is skipped with a log line and a metric instead of failing its whole day."""
+    try:
+        validate_key(key)
+    except InvalidKey as exc:
+        LISTING_SKIPPED.inc()
+        logger.warning("skipping %r in %s: %s", key, where, exc.message)
+        return False
+    return True
 
 
 @contextlib.asynccontextmanager

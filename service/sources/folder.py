@@ -24,7 +24,7 @@ from service.exceptions import (
     ObjectNotFound,
     SourceUnavailable,
 )
-from service.sources.base import ObjectInfo
+from service.sources.base import ObjectInfo, listable
 
 
 def _etag(st: os.stat_result) -> str:
@@ -74,7 +74,8 @@ class FolderSource:
                 if not os.path.isfile(real):
                     continue
                 key = path.relative_to(self.root).as_posix()
-                found.append(self._info(key, st))
+                if listable(key, where=str(self.root)):  # the same rule `read` applies
+                    found.append(self._info(key, st))
         found.sort(key=lambda info: info.key)
         return found
 

@@ -1,42 +1,31 @@
 """HTTP origins: absolute http(s) URLs (Cloudinary, any CDN) read through httpx.
 
-A URL meets three gates, each closing a way to make the service fetch what it should not:
-
-1. `validate_url`, at request time (400): http(s) only, no credentials, no fragment, a sane
-   port, and a host on the allow list (`ZIPEDGE_HTTP_ALLOW`; `*.example.com` = any subdomain).
-   The URL is parsed by httpx itself, so the host we check is the host httpx connects to
-   (no parser differential such as `https://evil\\@good/`).
-2. Every connection resolves the host once, refuses loopback, private, link-local
-   (169.254.169.254), multicast, unspecified and reserved addresses (unless `allow_private`),
-   and connects to the very address it checked. A DNS answer that changes between the check
-   and the connect (rebinding) therefore cannot send us elsewhere; TLS SNI, certificate
-   checks and the Host header still use the name.
-3. Redirects are followed by hand, at most `HTTP_MAX_REDIRECTS`, each target passing gate 1
-   again (another allowed host is fine, https→http is not); gate 2 applies to every hop.
+Every URL passes the gates of `urlguard.py` (allow list, public addresses only, pinned
+connections); redirects are followed here by hand, at most `HTTP_MAX_REDIRECTS`, each
+target passing the allow list again (another allowed host is fine, https→http is not).
 
 Refusals are `HostNotAllowed` (400) from `stat` (request time: the caller posted a URL that
 leads somewhere forbidden) and a non-retryable `SourceError` from `read` (stream time).
+
+A read resumed after a failure asks for the rest with `If-Range` on the object's strong
+ETag, so the bytes cannot come from another version. An origin that gives no strong ETag
+cannot be resumed safely: the read then fails rather than splice two versions into one
+member whose CRC the writer would compute over the mix.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime
-import functools
-import ipaddress
 import re
-import socket
-from collections.abc import AsyncGenerator, Iterable, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from email.utils import parsedate_to_datetime
-from typing import Any, cast
+from typing import cast
 
-import httpcore
 import httpx
 
 from service import __version__, constants
 from service.exceptions import (
-    ConfigError,
     HostNotAllowed,
     InvalidParameter,
     ObjectChanged,
@@ -48,12 +37,9 @@ from service.exceptions import (
     ZipedgeError,
 )
 from service.sources.base import ObjectInfo
+from service.sources.urlguard import AddressRefused, PinnedTransport, normalise_allow_hosts, validate_url
 
-__all__ = ["MAX_URL_CHARS", "HttpOrigin", "is_public_address", "normalise_allow_hosts", "validate_url"]
-
-#: Longest URL accepted in an archive entry (characters). Browsers and CDNs cap URLs near 2 KiB
-#: (older IE: 2083); anything longer is not a photo link.
-MAX_URL_CHARS = 2048
+__all__ = ["HttpOrigin"]
 
 #: HEAD answers after which `stat` asks again with a one-byte ranged GET: methods not
 #: supported, and 403 because URLs presigned for GET (S3-style) refuse HEAD.
@@ -67,194 +53,12 @@ _DIGITS = re.compile(r"\d+", re.ASCII)
 
 _TIMEOUT = httpx.Timeout(constants.HTTP_READ_TIMEOUT_S, connect=constants.HTTP_CONNECT_TIMEOUT_S)
 
-#: NAT64's well-known prefix embeds an IPv4 address that a NAT64 gateway would reach.
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
-
 
 def _user_agent() -> str:
     return f"zipedge/{__version__}"
 
 
 # --- URL and address checks -----------------------------------------------------------------
-
-
-def normalise_allow_hosts(entries: Iterable[str]) -> frozenset[str]:
-    """The allow list in the form `validate_url` compares with: lower case, IDNA (punycode),
-    no trailing dot; `*.` kept on wildcard entries. Raises `ConfigError` on an entry that is
-    not a bare host name or IP address (call it at startup to fail early)."""
-    return _normalise_allow(frozenset(entries))
-
-
-@functools.lru_cache(maxsize=16)
-def _normalise_allow(entries: frozenset[str]) -> frozenset[str]:
-    # Cached: validate_url runs once per posted entry (up to 100k) with the same few hosts.
-    normalised: set[str] = set()
-    for entry in entries:
-        raw = entry.strip()
-        if not raw:
-            continue
-        wildcard = raw.startswith("*.")
-        name = raw[2:] if wildcard else raw
-        if ":" in name and not name.startswith("["):
-            name = f"[{name}]"  # a bare IPv6 address
-        try:
-            parsed = httpx.URL(f"http://{name}/")
-        except httpx.InvalidURL as exc:
-            raise ConfigError(f"HTTP allow list: {entry!r} is not a host name ({exc})") from exc
-        host = parsed.raw_host.decode("ascii").removesuffix(".")
-        if not host or parsed.port is not None or parsed.userinfo or parsed.raw_path != b"/":
-            raise ConfigError(f"HTTP allow list: {entry!r} is not a bare host name")
-        normalised.add(f"*.{host}" if wildcard else host)
-    return frozenset(normalised)
-
-
-def _host_allowed(host: str, allow: frozenset[str]) -> bool:
-    if host in allow:
-        return True
-    # "*.example.com" allows every subdomain at any depth, not example.com itself.
-    labels = host.split(".")
-    return any(f"*.{'.'.join(labels[i:])}" in allow for i in range(1, len(labels)))
-
-
-def validate_url(url: str, *, allow_hosts: frozenset[str]) -> str:
-    """The normalised form of `url` (lower-case scheme and host, punycode, no trailing dot,
-    no default port, dot segments resolved), or `HostNotAllowed` / `InvalidParameter`.
-
-    Pure: no DNS. Address checks happen when connecting (see `HttpOrigin`)."""
-    if len(url) > MAX_URL_CHARS:
-        raise InvalidParameter(f"URL longer than {MAX_URL_CHARS} characters")
-    if any(ch <= " " or ch in "\x7f\\" for ch in url):
-        # httpx would quietly percent-encode these; a real photo URL never has them raw.
-        raise InvalidParameter(f"URL contains whitespace, control characters or a backslash: {url!r}")
-    try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL as exc:
-        raise InvalidParameter(f"malformed URL {url!r}: {exc}") from exc
-    if not parsed.scheme:
-        raise InvalidParameter(f"not an absolute URL: {url!r}")
-    if parsed.scheme not in ("http", "https"):
-        raise HostNotAllowed(f"URL scheme {parsed.scheme!r} not allowed (http or https only): {url!r}")
-    if parsed.userinfo:
-        raise HostNotAllowed("URLs with credentials (user:password@) are not allowed")  # not echoed back
-    if "#" in url:
-        raise HostNotAllowed(f"URLs with a fragment (#...) are not allowed: {url!r}")
-    host = parsed.raw_host.decode("ascii").removesuffix(".")
-    if not host:
-        raise InvalidParameter(f"URL has no host: {url!r}")
-    if parsed.port is not None and not 1 <= parsed.port <= 65535:
-        raise InvalidParameter(f"URL port {parsed.port} out of range: {url!r}")
-    if not _host_allowed(host, _normalise_allow(allow_hosts)):
-        raise HostNotAllowed(f"host {host!r} is not in the HTTP allow list (ZIPEDGE_HTTP_ALLOW)")
-    return str(parsed.copy_with(host=host))
-
-
-def is_public_address(address: str) -> bool:
-    """Whether an IP address may be fetched from: not loopback, private (RFC 1918, ULA),
-    shared (CGNAT), link-local (cloud metadata), multicast, unspecified or reserved,
-    also when wrapped in an IPv4-mapped, NAT64 or 6to4 IPv6 address."""
-    ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        elif ip in _NAT64:
-            ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-        elif ip.sixtofour is not None and not is_public_address(str(ip.sixtofour)):
-            return False
-    # is_global alone lets multicast through (224.0.0.0/4 and ff00::/8 are "global").
-    return ip.is_global and not (
-        ip.is_multicast
-        or ip.is_private
-        or ip.is_loopback
-        or ip.is_link_local
-        or ip.is_unspecified
-        or ip.is_reserved
-    )
-
-
-class _AddressRefused(Exception):
-    """Raised inside the transport; the boundary turns it into HostNotAllowed or SourceError."""
-
-
-class _PinningBackend(httpcore.AsyncNetworkBackend):
-    """Resolves once, checks every address, then connects to a checked address itself."""
-
-    def __init__(self, *, allow_private: bool) -> None:
-        self._allow_private = allow_private
-        self._inner = httpcore.AnyIOBackend()
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,  # noqa: ASYNC109 -- httpcore's signature
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        addresses = await _resolve(host, port, limit_s=timeout)
-        if not self._allow_private:
-            for address in addresses:
-                # Refuse the host if any answer is internal: a name mixing public and private
-                # addresses is an attack or a misconfiguration, never a photo CDN.
-                if not is_public_address(address):
-                    raise _AddressRefused(f"host {host!r} resolves to the non-public address {address}")
-        failure: Exception | None = None
-        # In the resolver's order (RFC 6724), each with the full connect timeout; no happy eyeballs.
-        for address in addresses:
-            try:
-                return await self._inner.connect_tcp(
-                    address, port, timeout=timeout, local_address=local_address, socket_options=socket_options
-                )
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                failure = exc
-        assert failure is not None  # _resolve never returns an empty list
-        raise failure
-
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,  # noqa: ASYNC109 -- httpcore's signature
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        raise httpcore.ConnectError("HTTP origins never use Unix sockets")
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
-
-
-async def _resolve(host: str, port: int, *, limit_s: float | None) -> list[str]:
-    try:
-        async with asyncio.timeout(limit_s):
-            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except TimeoutError as exc:
-        raise httpcore.ConnectTimeout(f"resolving {host!r} timed out") from exc
-    except (OSError, UnicodeError) as exc:
-        # Mapped by httpx to ConnectError, hence SourceUnavailable: DNS failures are often brief.
-        raise httpcore.ConnectError(f"cannot resolve {host!r}: {exc}") from exc
-    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
-    if not addresses:
-        raise httpcore.ConnectError(f"{host!r} has no address")
-    return addresses
-
-
-class _PinnedTransport(httpx.AsyncHTTPTransport):
-    """httpx's own transport, connecting through `_PinningBackend`.
-
-    httpx 0.28 takes no network backend, but its transport hands every request to
-    `self._pool`, so we replace that pool with an identical one built with ours. httpx
-    0.28.1 is the last httpx release (shared/notes/ecosystem.md), so this seam does not
-    move; tests/sources/test_http.py checks the guard end to end through a real socket.
-    """
-
-    def __init__(self, *, allow_private: bool, limits: httpx.Limits) -> None:
-        ssl_context = httpx.create_ssl_context(trust_env=False)
-        super().__init__(verify=ssl_context, limits=limits, trust_env=False)
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=ssl_context,
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            network_backend=_PinningBackend(allow_private=allow_private),
-        )
 
 
 # --- error translation ----------------------------------------------------------------------
@@ -268,7 +72,7 @@ def _translated(url: str, *, reading: bool) -> Iterator[None]:
     refusals then become non-retryable SourceErrors instead of 400s."""
     try:
         yield
-    except _AddressRefused as exc:
+    except AddressRefused as exc:
         error: type[ZipedgeError] = SourceError if reading else HostNotAllowed
         raise error(f"{url}: {exc}") from exc
     except RequestError as exc:  # validate_url on the URL or a redirect target
@@ -363,15 +167,18 @@ def _content_range(headers: httpx.Headers) -> tuple[int | None, int | None]:
     return start, total
 
 
+def _strong(etag: str) -> bool:
+    """Whether a validator as `_validator` gives it is a strong ETag: the one kind that
+    names exact bytes (weak ETags and dates do not, RFC 9110 §8.8.1, §13.1.5)."""
+    return bool(etag) and not etag.startswith("W/") and " " not in etag
+
+
 def _range_headers(offset: int, etag: str) -> dict[str, str]:
     if offset == 0:
         return {}
-    headers = {"Range": f"bytes={offset}-"}
-    # If-Range makes "the rest, if unchanged" one atomic question. A weak ETag must not be
-    # used there (RFC 9110 §13.1.5): we then rely on comparing the answer's validator.
-    if etag and not etag.startswith("W/"):
-        headers["If-Range"] = etag if " " in etag else f'"{etag}"'
-    return headers
+    # If-Range makes "the rest, if unchanged" one atomic question (`read` only resumes
+    # with a strong ETag).
+    return {"Range": f"bytes={offset}-", "If-Range": f'"{etag}"'}
 
 
 # --- the origin -----------------------------------------------------------------------------
@@ -404,7 +211,7 @@ class HttpOrigin:
             )
             client = httpx.AsyncClient(
                 # The client ignores `limits=` when given a transport, so they go there.
-                transport=_PinnedTransport(allow_private=allow_private, limits=limits),
+                transport=PinnedTransport(allow_private=allow_private, limits=limits),
                 timeout=_TIMEOUT,
                 follow_redirects=False,
                 trust_env=False,  # no proxy or netrc from the environment: they would bypass the guard
@@ -435,6 +242,13 @@ class HttpOrigin:
         # callers can hand it to contextlib.aclosing.
         if offset < 0:
             raise ValueError(f"negative offset {offset}")
+        if offset and not _strong(etag):
+            # Without a strong validator the rest could come from another version, and the
+            # member would be spliced from two with a CRC computed over the mix.
+            raise SourceError(
+                f"{key}: cannot resume from byte {offset}: the origin gives no strong ETag "
+                f"({etag or 'none'!r}), so the rest may belong to another version"
+            )
         with _translated(key, reading=True):
             url = validate_url(key, allow_hosts=self._allow)
             response = await self._open("GET", url, _range_headers(offset, etag))

@@ -1,8 +1,9 @@
-"""An S3 bucket (AWS, MinIO, SeaweedFS, R2) as the date-partitioned root, via aiobotocore.
+"""An S3 bucket (AWS, MinIO, SeaweedFS, R2) as the date-partitioned root.
 
-One client per process (`open_s3_client`, opened in the app's lifespan) is shared by every
-`S3Source`; the source never closes it. botocore and aiohttp errors are translated into
-`service.exceptions` at this boundary (`_translate`), so none escapes to a handler.
+Listings and object bodies go through the lean data plane (`service/s3/getter.py`); a
+single object's HEAD (posted keys, with its full-object CRC-32) through aioboto3. botocore
+and aiohttp errors become `service.exceptions` here (`_translated`), classified once by
+`service/s3/errors.py`, so none escapes to a handler.
 """
 
 from __future__ import annotations
@@ -11,22 +12,10 @@ import base64
 import binascii
 import contextlib
 from collections.abc import AsyncIterator, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import aioboto3
-import aiohttp
-from aiobotocore.config import AioConfig
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    HTTPClientError,
-    IncompleteReadError,
-)
-from botocore.exceptions import (
-    ConnectionError as BotoConnectionError,
-)
+from botocore.exceptions import BotoCoreError, ClientError
 
-from service.constants import READ_CHUNK_BYTES, S3_CONNECT_TIMEOUT_S, S3_LIST_PAGE, S3_READ_TIMEOUT_S
 from service.exceptions import (
     DependencyUnavailable,
     InvalidKey,
@@ -37,62 +26,9 @@ from service.exceptions import (
     SourceUnavailable,
     ZipedgeError,
 )
-from service.sources.base import ObjectInfo
-from service.sources.s3_get import ObjectGetter
-
-if TYPE_CHECKING:
-    from types_aiobotocore_s3 import S3Client
-
-#: Attempts per S3 call inside botocore (first included). Few, because the fetcher retries
-#: a read itself from the first missing byte, and a user waits on the other end.
-S3_MAX_ATTEMPTS = 2
-
-_RETRYABLE_CODES = frozenset(
-    {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "Throttling", "TooManyRequests"}
-)
-_DENIED_CODES = frozenset(
-    {"AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId", "InvalidToken", "ExpiredToken"}
-)
-_TRANSIENT_ERRORS = (HTTPClientError, BotoConnectionError, IncompleteReadError, aiohttp.ClientError, OSError)
-
-
-def s3_config(*, max_pool_connections: int, path_style: bool) -> AioConfig:
-    return AioConfig(
-        signature_version="s3v4",
-        # SeaweedFS/MinIO endpoints have no per-bucket DNS names.
-        s3={"addressing_style": "path" if path_style else "auto"},
-        max_pool_connections=max_pool_connections,
-        connect_timeout=S3_CONNECT_TIMEOUT_S,
-        read_timeout=S3_READ_TIMEOUT_S,
-        retries={"mode": "standard", "total_max_attempts": S3_MAX_ATTEMPTS},
-        # botocore >= 1.36 would add CRC trailers and validate bodies, which several
-        # non-AWS servers reject; sizes and CRCs are checked by the archive writer.
-        request_checksum_calculation="when_required",
-        response_checksum_validation="when_required",
-    )
-
-
-@contextlib.asynccontextmanager
-async def open_s3_client(
-    *,
-    endpoint_url: str | None,
-    region: str | None,
-    access_key: str | None,
-    secret_key: str | None,
-    max_pool_connections: int,
-) -> AsyncIterator[S3Client]:
-    """One aiobotocore S3 client; None/empty settings fall back to botocore's own chain
-    (environment, profile, instance role)."""
-    session = aioboto3.Session()
-    async with session.client(
-        "s3",
-        endpoint_url=endpoint_url or None,
-        region_name=region or None,
-        aws_access_key_id=access_key or None,
-        aws_secret_access_key=secret_key or None,
-        config=s3_config(max_pool_connections=max_pool_connections, path_style=bool(endpoint_url)),
-    ) as client:
-        yield client
+from service.s3.client import S3
+from service.s3.errors import TRANSPORT_ERRORS, S3Error, classify_client_error, describe
+from service.sources.base import ObjectInfo, listable
 
 
 def normalize_prefix(prefix: str) -> str:
@@ -130,28 +66,26 @@ def full_object_crc32(head: Mapping[str, Any]) -> int | None:
 
 
 def _client_error(exc: ClientError, what: str, missing: type[SourceError | ObjectNotFound]) -> ZipedgeError:
-    error = exc.response.get("Error", {})
-    code = str(error.get("Code", ""))
-    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-    detail = f"{what}: {code or status} {error.get('Message', '')}".rstrip()
-    if code == "NoSuchBucket":
+    kind = classify_client_error(exc)
+    detail = f"{what}: {describe(exc)}"
+    if kind is S3Error.NO_BUCKET:
         return SourceError(f"{detail} (check the bucket in ZIPEDGE_SOURCE)")
-    if status == 404 or code in ("NoSuchKey", "NotFound"):
+    if kind is S3Error.NOT_FOUND:
         return missing(f"{what}: not found")
-    if status == 412 or code == "PreconditionFailed":
+    if kind is S3Error.PRECONDITION_FAILED:
         return ObjectChanged(f"{what}: the object's ETag changed")
-    if status == 416 or code == "InvalidRange":
+    if kind is S3Error.RANGE_NOT_SATISFIABLE:
         return ObjectChanged(f"{what}: the object is shorter than expected")
-    if status == 403 or code in _DENIED_CODES:
+    if kind is S3Error.DENIED:
         # Misconfiguration: no retry will fix it.
         return SourceError(f"{detail} (S3 denied access: check the credentials, region and bucket policy)")
-    if status >= 500 or status == 429 or code in _RETRYABLE_CODES:
+    if kind is S3Error.RETRYABLE:
         return SourceUnavailable(detail)
     return SourceError(detail)
 
 
 @contextlib.contextmanager
-def _translate(what: str, *, missing: type[SourceError | ObjectNotFound] = ObjectMissing) -> Iterator[None]:
+def _translated(what: str, *, missing: type[SourceError | ObjectNotFound] = ObjectMissing) -> Iterator[None]:
     """Like httpx's map_httpcore_exceptions: botocore/aiohttp errors become ours."""
     try:
         yield
@@ -159,23 +93,22 @@ def _translate(what: str, *, missing: type[SourceError | ObjectNotFound] = Objec
         raise
     except ClientError as exc:
         raise _client_error(exc, what, missing) from exc
-    except _TRANSIENT_ERRORS as exc:
-        raise SourceUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
+    except TRANSPORT_ERRORS as exc:
+        raise SourceUnavailable(f"{what}: {describe(exc)}") from exc
     except BotoCoreError as exc:  # no credentials, bad parameters: not worth a retry
-        raise SourceError(f"{what}: {type(exc).__name__}: {exc}") from exc
+        raise SourceError(f"{what}: {describe(exc)}") from exc
 
 
 class S3Source:
     """Objects under `prefix` in `bucket`; keys in and out are relative to the prefix."""
 
-    def __init__(
-        self, client: S3Client, *, bucket: str, prefix: str, getter: ObjectGetter | None = None
-    ) -> None:
-        self._client = client
-        # Object bodies through the lean aiohttp path when given; else through botocore.
-        self._getter = getter
+    def __init__(self, s3: S3, *, bucket: str, prefix: str) -> None:
+        self._s3 = s3
         self.bucket = bucket
         self.prefix = normalize_prefix(prefix)
+
+    def __repr__(self) -> str:
+        return f"S3Source(s3://{self.bucket}/{self.prefix})"
 
     def _key(self, key: str, *, allow_empty: bool = False) -> str:
         # S3 keys are opaque, but some servers (SeaweedFS's filer) resolve "." and ".."
@@ -189,43 +122,21 @@ class S3Source:
 
     async def list(self, prefix: str) -> list[ObjectInfo]:
         full = self._key(prefix, allow_empty=True)
-        found: list[ObjectInfo] = []
-        if self._getter is not None:
-            rows = await self._getter.list(self.bucket, full, what=f"list {prefix!r}")
-            found = [
-                ObjectInfo(key=key[len(self.prefix) :], size=size, etag=etag, mtime=mtime)
-                for key, size, etag, mtime in rows
-                if not key.endswith("/")  # "folder" markers made by consoles and tools
-            ]
-            found.sort(key=lambda info: info.key)
-            return found
-        params: dict[str, Any] = {"Bucket": self.bucket, "Prefix": full, "MaxKeys": S3_LIST_PAGE}
-        with _translate(f"list {prefix!r}", missing=SourceError):
-            while True:
-                page = await self._client.list_objects_v2(**params)
-                for obj in page.get("Contents", []):
-                    key = obj["Key"]
-                    if key.endswith("/"):  # "folder" markers made by consoles and tools
-                        continue
-                    found.append(
-                        ObjectInfo(
-                            key=key[len(self.prefix) :],
-                            size=obj["Size"],
-                            etag=_unquote(obj.get("ETag", "")),
-                            mtime=int(obj["LastModified"].timestamp()),
-                        )
-                    )
-                token = page.get("NextContinuationToken")
-                if not page.get("IsTruncated") or not token:
-                    break
-                params["ContinuationToken"] = token
+        rows = await self._s3.getter.list(self.bucket, full, what=f"list {prefix!r}")
+        start = len(self.prefix)
+        found = [
+            ObjectInfo(key=key[start:], size=size, etag=etag, mtime=mtime)
+            for key, size, etag, mtime in rows
+            # "Folder" markers made by consoles and tools, and keys no read would accept.
+            if not key.endswith("/") and listable(key[start:], where=f"s3://{self.bucket}/")
+        ]
         found.sort(key=lambda info: info.key)
         return found
 
     async def stat(self, key: str) -> ObjectInfo:
         full = self._key(key)
-        with _translate(f"stat {key!r}", missing=ObjectNotFound):
-            head = await self._client.head_object(Bucket=self.bucket, Key=full, ChecksumMode="ENABLED")
+        with _translated(f"stat {key!r}", missing=ObjectNotFound):
+            head = await self._s3.client.head_object(Bucket=self.bucket, Key=full, ChecksumMode="ENABLED")
         return ObjectInfo(
             key=key,
             size=head["ContentLength"],
@@ -234,43 +145,24 @@ class S3Source:
             crc32=full_object_crc32(head),
         )
 
-    async def read(self, key: str, *, offset: int = 0, etag: str = "") -> AsyncIterator[bytes]:
+    async def read(
+        self, key: str, *, offset: int = 0, etag: str = "", length: int | None = None
+    ) -> AsyncIterator[bytes]:
         if offset < 0:
             raise ValueError("offset must not be negative")
+        full = self._key(key)
         what = f"read {key!r}" + (f" from {offset}" if offset else "")
-        if self._getter is not None:
-            async for chunk in self._getter.get(
-                self.bucket, self._key(key), offset=offset, etag=etag, what=what
-            ):
-                yield chunk
-            return
-        params: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key(key)}
-        if offset:
-            params["Range"] = f"bytes={offset}-"
-        if etag:
-            params["IfMatch"] = f'"{etag}"'
-        with _translate(what):
-            resp = await self._client.get_object(**params)
-        body = resp["Body"]
-        # Leaving the block releases the connection: back to the pool when the body was
-        # read to the end, closed (nothing more downloaded) when the consumer stopped early.
-        async with body:
-            if offset and not str(resp.get("ContentRange", "")).startswith(f"bytes {offset}-"):
-                # A server that ignores Range would hand us the object from byte 0.
-                raise SourceError(f"{what}: the server ignored the Range header")
-            while True:
-                with _translate(what):
-                    chunk = await body.read(READ_CHUNK_BYTES)
-                if not chunk:
-                    return
-                yield chunk
+        async for chunk in self._s3.getter.get(
+            self.bucket, full, offset=offset, etag=etag, what=what, length=length
+        ):
+            yield chunk
 
     async def check(self) -> None:
         try:
-            with _translate(f"bucket {self.bucket!r}", missing=SourceError):
-                await self._client.head_bucket(Bucket=self.bucket)
+            with _translated(f"bucket {self.bucket!r}", missing=SourceError):
+                await self._s3.client.head_bucket(Bucket=self.bucket)
         except SourceError as exc:
             raise DependencyUnavailable(f"S3 source unavailable: {exc.message}") from exc
 
     async def aclose(self) -> None:
-        """Nothing to release: the client belongs to whoever opened it."""
+        """Nothing to release: the S3 bundle belongs to whoever opened it."""

@@ -12,27 +12,23 @@ The component list is `LocalStack.specs()`: add a spec there to run one more pro
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
 import http.client
 import os
-import signal
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from types import FrameType
-from typing import Protocol, TextIO, TypeVar
+from typing import TextIO, TypeVar
 
 from service.stack.nginx import Nginx, answers
 from service.stack.ports import HOST, free_port, free_ports_with_offset
 from service.stack.process import ManagedProcess
 from service.stack.redis import RedisServer
 from service.stack.seaweedfs import SeaweedFS
+from service.stack.supervisor import ComponentSpec, supervise
 
 SOURCE_BUCKET = "zipedge"
 SOURCE_PREFIX = "photos"
@@ -73,34 +69,8 @@ SERVICE_START_TIMEOUT_S = 60.0
 SERVICE_STOP_TIMEOUT_S = 15.0  # uvicorn's own graceful shutdown is 10 s (cli.py)
 _SERVICE_START_ATTEMPTS = 3
 _UPLOAD_CONCURRENCY = 16
-_SUPERVISE_INTERVAL_S = 0.5
 
 _T = TypeVar("_T")
-
-
-class Component(Protocol):
-    """What the supervisor needs of a running part of the stack."""
-
-    @property
-    def pid(self) -> int | None: ...
-
-    def start(self) -> None: ...
-
-    def stop(self) -> None: ...
-
-    def log_tail(self) -> str: ...
-
-
-@dataclass(frozen=True, slots=True)
-class ComponentSpec:
-    """One part of the stack: `create` builds it (after the earlier ones started),
-    `url` is printed as `<name>: <url>` (None: nothing to print)."""
-
-    name: str
-    create: Callable[[], Component]
-    url: Callable[[], str] | None = None
-    #: Runs once the component answers (e.g. creating buckets).
-    after_start: Callable[[], None] | None = None
 
 
 def repo_root() -> Path:
@@ -110,24 +80,6 @@ def repo_root() -> Path:
         if not template.is_file():
             raise FileNotFoundError(f"{template} not found: `zipedge stack` runs from a source checkout")
     return root
-
-
-def has_command(name: str) -> bool:
-    """True when `zipedge <name>` exists (the worker arrives in a later release)."""
-    from service.cli import build_parser  # here: cli imports this module lazily too
-
-    for action in build_parser()._actions:  # argparse has no public API for this
-        if isinstance(action, argparse._SubParsersAction):
-            return name in action.choices
-    return False
-
-
-def exited(pid: int) -> bool:
-    """True when our child `pid` has exited, without reaping it (its Popen still can)."""
-    try:
-        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-    except ChildProcessError:
-        return True
 
 
 class ZipedgeProcess(ManagedProcess):
@@ -225,16 +177,16 @@ class LocalStack:
     def start_day(self) -> date:
         return self.end - timedelta(days=self.days - 1)
 
+    def hint(self) -> str:
+        return f"try {self.edge_url}/v1/zip?from={self.start_day}&to={self.end}"
+
     def specs(self) -> list[ComponentSpec]:
         """Every component, in start order (stopped in reverse)."""
         specs = [
             ComponentSpec("s3", self._create_s3, lambda: _started(self.s3).endpoint_url, self._seed_s3),
             ComponentSpec("redis", self._create_redis, lambda: _started(self.redis).url),
             ComponentSpec("service", self._create_service, lambda: _started(self.service).url),
-        ]
-        if has_command("worker"):
-            specs.append(ComponentSpec("worker", self._create_worker))
-        specs += [
+            ComponentSpec("worker", self._create_worker),
             ComponentSpec("nginx", self._create_nginx, lambda: _started(self.nginx).url),
             ComponentSpec("edge", self._create_edge, lambda: _started(self.edge).url),
         ]
@@ -328,7 +280,8 @@ async def _upload_and_configure(s3: SeaweedFS, photos: Path, start: date, end: d
     return (photos uploaded, what became of the rule)."""
     from botocore.exceptions import ClientError
 
-    from service.sources.s3 import open_s3_client
+    from service.s3.client import open_s3_client
+    from service.settings import S3Settings
 
     files = sorted(
         path
@@ -336,13 +289,8 @@ async def _upload_and_configure(s3: SeaweedFS, photos: Path, start: date, end: d
         for path in (photos / f"{day:%Y/%m/%d}").glob("*.jpg")
         if path.is_file()
     )
-    async with open_s3_client(
-        endpoint_url=s3.endpoint_url,
-        region=s3.region,
-        access_key=s3.access_key,
-        secret_key=s3.secret_key,
-        max_pool_connections=_UPLOAD_CONCURRENCY,
-    ) as client:
+    settings = S3Settings(s3.endpoint_url, s3.region, s3.access_key, s3.secret_key)
+    async with open_s3_client(settings, max_pool_connections=_UPLOAD_CONCURRENCY) as client:
         gate = asyncio.Semaphore(_UPLOAD_CONCURRENCY)
 
         async def upload(path: Path) -> None:
@@ -392,75 +340,9 @@ def run(
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
 ) -> int:
-    """Start the stack, print its URLs, supervise until SIGINT/SIGTERM; the exit code."""
-    stop = threading.Event()
+    """`zipedge stack`: start the stack, print its URLs, supervise until SIGINT/SIGTERM."""
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        # Only a flag: the main loop stops everything in order. A signal during start
-        # takes effect between components (each start is bounded by its own timeout).
-        stop.set()
+    def build() -> LocalStack:
+        return LocalStack(directory, days=days, per_day=per_day, edge_port=edge_port, err=err)
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        stack = LocalStack(directory, days=days, per_day=per_day, edge_port=edge_port, err=err)
-        return _run(stack, stop, out, err)
-    except Exception as exc:  # everything started is stopped by now; say why, briefly
-        print(f"zipedge stack: {type(exc).__name__}: {exc}", file=err)
-        return 1
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _run(stack: LocalStack, stop: threading.Event, out: TextIO, err: TextIO) -> int:
-    stack.directory.mkdir(parents=True, exist_ok=True)
-    specs = stack.specs()
-    running: list[tuple[ComponentSpec, Component]] = []
-    with contextlib.ExitStack() as cleanup:
-        for spec in specs:
-            if stop.is_set():
-                print("zipedge stack: interrupted while starting; stopping", file=err)
-                return 0
-            print(f"zipedge stack: starting {spec.name}", file=err, flush=True)
-            component = spec.create()
-            # Registered before start: a start that fails half-way still gets stopped.
-            cleanup.callback(_stop, spec.name, component, err)
-            component.start()
-            if spec.after_start is not None:
-                spec.after_start()
-            running.append((spec, component))
-
-        for spec, component in running:
-            if spec.url is not None:
-                print(f"{spec.name}: {spec.url()}", file=out)
-            else:
-                print(f"zipedge stack: {spec.name} running (pid {component.pid})", file=err)
-        out.flush()
-        print(
-            f"zipedge stack: try {stack.edge_url}/v1/zip?from={stack.start_day}&to={stack.end}\n"
-            f"zipedge stack: logs in {stack.directory}; Ctrl-C stops everything",
-            file=err,
-            flush=True,
-        )
-
-        while not stop.wait(_SUPERVISE_INTERVAL_S):
-            for spec, component in running:
-                pid = component.pid
-                if pid is None or exited(pid):
-                    print(
-                        f"zipedge stack: {spec.name} exited unexpectedly; stopping everything. "
-                        f"Its log ends with:\n{component.log_tail()}",
-                        file=err,
-                    )
-                    return 1
-        print("zipedge stack: stopping", file=err, flush=True)
-        return 0
-
-
-def _stop(name: str, component: Component, err: TextIO) -> None:
-    try:
-        component.stop()
-    except Exception as exc:  # keep stopping the others
-        print(f"zipedge stack: stopping {name} failed: {exc}", file=err)
-    else:
-        print(f"zipedge stack: stopped {name}", file=err, flush=True)
+    return supervise(build, out=out, err=err)

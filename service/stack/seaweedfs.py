@@ -22,6 +22,7 @@ import stat
 import sys
 import time
 import urllib.parse
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from service.stack.ports import HOST, free_ports_with_offset
@@ -108,8 +109,12 @@ class SeaweedFS(ManagedProcess):
         secret_key: str = DEFAULT_SECRET_KEY,
         region: str = DEFAULT_REGION,
         binary: str | None = None,
+        identities: Sequence[Mapping[str, object]] = (),
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
+        #: more S3 identities beside the admin one (SeaweedFS's identities-file form), e.g.
+        #: a key that may only read one bucket
+        self.identities = list(identities)
         self.bucket = bucket
         self.access_key = access_key
         self.secret_key = secret_key
@@ -194,7 +199,8 @@ class SeaweedFS(ManagedProcess):
                     "name": "zipedge",
                     "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
                     "actions": ["Admin", "Read", "List", "Tagging", "Write"],
-                }
+                },
+                *self.identities,
             ]
         }
         path = self.data_dir / "s3-identities.json"

@@ -26,3 +26,6 @@ async def read_json(request: Request) -> Any:
         return json.loads(b"".join(chunks))
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidParameter(f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        # `[[[[…` a hundred thousand deep: the decoder's recursion guard, not a crash.
+        raise InvalidParameter("the body's JSON is nested too deeply") from None

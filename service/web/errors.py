@@ -8,12 +8,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from service.constants import RETRY_AFTER_UNAVAILABLE_S
 from service.exceptions import DependencyUnavailable, SourceUnavailable, ZipedgeError
 
 logger = logging.getLogger(__name__)
-
-#: Seconds a client should wait before retrying when a dependency is down.
-RETRY_AFTER_S = "5"
 
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -24,7 +22,7 @@ async def zipedge_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ZipedgeError)
     headers = None
     if isinstance(exc, DependencyUnavailable | SourceUnavailable):
-        headers = {"Retry-After": RETRY_AFTER_S}
+        headers = {"Retry-After": str(RETRY_AFTER_UNAVAILABLE_S)}
     if exc.status_code >= 500:
         logger.warning("%s %s failed: %r", request.method, request.url.path, exc)
     return error_response(exc.status_code, exc.code, exc.message, headers)

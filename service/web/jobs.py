@@ -12,32 +12,37 @@ from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from service.archive.manifest import Manifest, is_archive_id
+from service.archive.manifest import is_archive_id
 from service.archive.selection import parse_date_range
-from service.constants import JOB_PROGRESS_INTERVAL_S, SSE_PING_S, SSE_POLL_S
+from service.constants import (
+    JOB_PROGRESS_INTERVAL_S,
+    RECENT_JOBS_LISTED,
+    SSE_PING_S,
+    SSE_POLL_S,
+    SSE_RETRY_MS,
+)
+from service.downloads import Deferred
 from service.exceptions import InvalidParameter, UnknownJob
 from service.jobs.model import JobStatus, JobView
 from service.jobs.queue import JobQueue
-from service.runtime import Runtime
 from service.web.bodies import read_json
-
-#: Jobs listed by GET /v1/jobs.
-RECENT_JOBS = 50
+from service.web.context import services
 
 
 def _jobs(request: Request) -> JobQueue:
-    jobs: JobQueue = request.app.state.jobs
-    return jobs
+    return services(request).jobs
 
 
-def job_json(request: Request, view: JobView) -> dict[str, Any]:
-    runtime: Runtime = request.app.state.runtime
+async def job_json(request: Request, view: JobView) -> dict[str, Any]:
     doc = view.to_json()
     doc["status_url"] = str(request.url_for("job", job_id=view.id))
     doc["events_url"] = str(request.url_for("job_events", job_id=view.id))
-    if view.status is JobStatus.READY and runtime.cache is not None:
-        base = runtime.settings.public_url or str(request.base_url)
-        doc["download_url"] = runtime.cache.url(view.id, view.filename, base_url=base)
+    if view.status is JobStatus.READY:
+        url = await services(request).downloads.cached_url(
+            view.id, view.filename, base_url=str(request.base_url)
+        )
+        if url is not None:
+            doc["download_url"] = url
     return doc
 
 
@@ -46,17 +51,20 @@ def wants_html(request: Request) -> bool:
     return "text/html" in accept and "application/json" not in accept
 
 
-async def job_response(request: Request, manifest: Manifest) -> Response:
-    """A selection over the streaming limits: 202 with the job, or 303 to its page."""
-    view = await _jobs(request).submit(manifest)
-    doc = job_json(request, view)
+async def job_accepted(request: Request, deferred: Deferred) -> Response:
+    """A selection over the streaming limits: 202 with the job, or 303 to its page. A HEAD
+    submitted nothing: it says where the job would be."""
+    status_url = str(request.url_for("job", job_id=deferred.job_id))
     if wants_html(request):
-        return RedirectResponse(f"/?job={view.id}", status_code=303)
-    return JSONResponse(doc, status_code=202, headers={"Location": doc["status_url"]})
+        return RedirectResponse(f"/?job={deferred.job_id}", status_code=303)
+    if deferred.job is None:
+        return Response(status_code=202, headers={"Location": status_url})
+    doc = await job_json(request, deferred.job)
+    return JSONResponse(doc, status_code=202, headers={"Location": status_url})
 
 
 async def create_job(request: Request) -> Response:
-    runtime: Runtime = request.app.state.runtime
+    downloads = services(request).downloads
     body = await read_json(request)
     if not isinstance(body, dict):
         raise InvalidParameter("the body must be a JSON object")
@@ -64,14 +72,14 @@ async def create_job(request: Request) -> Response:
         archive_id = body["archive"]
         if not isinstance(archive_id, str) or not is_archive_id(archive_id):
             raise InvalidParameter("'archive' must be an archive id")
-        manifest = await runtime.manifests.get(archive_id)
+        manifest = await downloads.stored(archive_id)
     else:
         selection = parse_date_range(
-            body.get("from"), body.get("to"), max_days=runtime.settings.max_range_days
+            body.get("from"), body.get("to"), max_days=services(request).runtime.settings.max_range_days
         )
-        manifest = await runtime.resolver.date_range(selection)
+        manifest = await downloads.resolve_range(selection)
     view = await _jobs(request).submit(manifest)
-    doc = job_json(request, view)
+    doc = await job_json(request, view)
     return JSONResponse(doc, status_code=202, headers={"Location": doc["status_url"]})
 
 
@@ -83,16 +91,16 @@ def _job_id(request: Request) -> str:
 
 
 async def get_job(request: Request) -> Response:
-    return JSONResponse(job_json(request, await _jobs(request).get(_job_id(request))))
+    return JSONResponse(await job_json(request, await _jobs(request).get(_job_id(request))))
 
 
 async def cancel_job(request: Request) -> Response:
-    return JSONResponse(job_json(request, await _jobs(request).cancel(_job_id(request))))
+    return JSONResponse(await job_json(request, await _jobs(request).cancel(_job_id(request))))
 
 
 async def list_jobs(request: Request) -> Response:
-    views = await _jobs(request).recent(RECENT_JOBS)
-    return JSONResponse({"jobs": [job_json(request, v) for v in views]})
+    views = await _jobs(request).recent(RECENT_JOBS_LISTED)
+    return JSONResponse({"jobs": [await job_json(request, v) for v in views]})
 
 
 def _event_id(view: JobView) -> str:
@@ -118,8 +126,8 @@ async def job_events(request: Request) -> Response:
                 yield {
                     "event": view.status.value if view.status.terminal else "progress",
                     "id": event_id,
-                    "data": json.dumps(job_json(request, view)),
-                    "retry": 2000,
+                    "data": json.dumps(await job_json(request, view)),
+                    "retry": SSE_RETRY_MS,
                 }
                 seen, last_sent = event_id, time.monotonic()
             if view.status.terminal:

@@ -1,4 +1,4 @@
-"""The member name policy (DESIGN.md §4): key validation, neutralisation, de-duplication."""
+"""The member name policy (docs/zip-format.md): key validation, neutralisation, de-duplication."""
 
 from __future__ import annotations
 
@@ -10,12 +10,9 @@ import pytest
 from service.archive.names import (
     MAX_SEGMENT_BYTES,
     UNNAMED,
-    NamePlan,
-    Rename,
     assign_names,
     content_disposition,
     name_key,
-    plan_names,
     safe_name,
     validate_key,
 )
@@ -338,12 +335,10 @@ def test_messy_plan_is_valid() -> None:
 
 
 def test_deterministic_and_stable() -> None:
-    first = plan_names(MESSY)
-    assert plan_names(list(MESSY)) == first  # same input, same output
-    assert plan_names(iter(MESSY)) == first  # any iterable
-    again = plan_names(first.names)  # a plan planned again is unchanged
-    assert again.names == first.names
-    assert again.renamed == ()
+    first = assign_names(MESSY)
+    assert assign_names(list(MESSY)) == first  # same input, same output
+    assert assign_names(iter(MESSY)) == first  # any iterable
+    assert assign_names(first) == first  # names assigned again are unchanged
 
 
 def test_long_names_stay_within_limits_when_numbered() -> None:
@@ -363,19 +358,40 @@ def test_many_duplicates_are_fast_and_unique() -> None:
     assert len(set(names)) == 20_000
 
 
-def test_plan_reports_renames_by_index() -> None:
-    plan = plan_names(["a.jpg", "A.jpg", "ok.jpg", "../x", "e\u0301"])
-    assert isinstance(plan, NamePlan)
-    assert plan.names == ("a.jpg", "A (1).jpg", "ok.jpg", "x", "\u00e9")
-    assert plan.renamed == (
-        Rename(1, "A.jpg", "A (1).jpg"),
-        Rename(3, "../x", "x"),
-        Rename(4, "e\u0301", "\u00e9"),  # NFC alone counts: the bytes of the name changed
-    )
+def test_names_in_order_and_nfc() -> None:
+    assert assign_names(["a.jpg", "A.jpg", "ok.jpg", "../x", "e\u0301"]) == [
+        "a.jpg",
+        "A (1).jpg",
+        "ok.jpg",
+        "x",
+        "\u00e9",
+    ]
 
 
-def test_empty_plan() -> None:
-    assert plan_names([]) == NamePlan((), ())
+def test_no_names() -> None:
+    assert assign_names([]) == []
+
+
+@pytest.mark.parametrize(
+    ("desired", "expected"),
+    [
+        ("photo\u202egpj.exe", "photo_gpj.exe"),  # right-to-left override: shows "photoexe.jpg"
+        ("a\u2066b\u2069.jpg", "a_b_.jpg"),  # isolates
+        ("zero\u200bwidth.jpg", "zero_width.jpg"),
+        ("soft\u00adhyphen.jpg", "soft_hyphen.jpg"),
+        ("bom\ufeff.jpg", "bom_.jpg"),
+        ("line\u2028sep.jpg", "line_sep.jpg"),
+        ("क्\u200dष.jpg", "क्\u200dष.jpg"),  # ZWJ shapes Devanagari: kept
+        ("👨\u200d👩\u200d👧.jpg", "👨\u200d👩\u200d👧.jpg"),  # and emoji sequences
+    ],
+)
+def test_invisible_and_bidirectional_characters_are_neutralised(desired: str, expected: str) -> None:
+    assert safe_name(desired) == expected
+
+
+def test_the_download_name_loses_bidirectional_overrides() -> None:
+    value = content_disposition("report\u202egpj.zip")
+    assert "\u202e" not in value and "%E2%80%AE" not in value
 
 
 # --- content_disposition -------------------------------------------------------------------

@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from service.app import create_app
-from service.runtime import Runtime
 from service.settings import Settings
+from service.streams import Streams
 from tests.servers import serve
 from tests.zipcheck import check_archive, sha256
 
@@ -49,10 +49,10 @@ def test_stream_then_redirect_then_range(tmp_path: Path) -> None:
     files = photos(tmp_path / "photos")
     app = create_app(settings(tmp_path))
     with serve(app) as url, httpx.Client(base_url=url, timeout=30) as client:
-        runtime: Runtime = app.state.runtime
+        streams: Streams = app.state.services.streams
         first = client.get("/v1/zip", params=RANGE)
         assert first.status_code == 200
-        wait_for(lambda: not runtime.builds, "the cache write to settle")
+        wait_for(lambda: not streams.building, "the cache write to settle")
         cached = list((tmp_path / "cache").glob("*.zip"))
         assert [p.name for p in cached] == [f"{first.headers['etag'].strip(chr(34))}.zip"]
         assert not list((tmp_path / "cache").glob(".partial-*"))
@@ -84,8 +84,8 @@ def test_a_failed_stream_caches_nothing(tmp_path: Path) -> None:
         with pytest.raises(httpx.RemoteProtocolError), client.stream("GET", doc["url"]) as response:
             for _ in response.iter_raw():
                 pass
-        runtime: Runtime = app.state.runtime
-        wait_for(lambda: not runtime.builds, "the build to settle")
+        streams: Streams = app.state.services.streams
+        wait_for(lambda: not streams.building, "the build to settle")
         assert client.head(doc["url"]).status_code == 200  # still not cached
     assert not list((tmp_path / "cache").iterdir())  # no object, no partial file
 
@@ -97,12 +97,12 @@ def test_client_leaving_mid_stream_follows_the_policy(tmp_path: Path, policy: st
         settings(tmp_path, ZIPEDGE_TEE_ON_DISCONNECT=policy, ZIPEDGE_PREFETCH_BYTES=str(1 << 20))
     )
     with serve(app) as url, httpx.Client(base_url=url, timeout=30) as client:
-        runtime: Runtime = app.state.runtime
+        streams: Streams = app.state.services.streams
         with client.stream("GET", "/v1/zip", params=RANGE) as response:
             chunks = response.iter_raw()  # held: a dropped iterator closes the connection
             next(chunks)
-            assert runtime.active_streams == 1  # the client leaves mid-stream, not before
-        wait_for(lambda: runtime.active_streams == 0 and not runtime.builds, "the build to settle")
+            assert streams.active == 1  # the client leaves mid-stream, not before
+        wait_for(lambda: streams.active == 0 and not streams.building, "the build to settle")
         again = client.get("/v1/zip", params=RANGE)
     if policy == "finish":
         assert again.status_code == 302

@@ -17,10 +17,10 @@ import pytest
 import redis
 
 from service.app import create_app
-from service.runtime import Runtime
 from service.settings import Settings
 from service.stack.redis import RedisServer
 from service.stack.seaweedfs import SeaweedFS
+from service.streams import Streams
 from tests.servers import serve
 from tests.zipcheck import check_archive, sha256
 
@@ -84,9 +84,9 @@ async def stack(
     yield Stack(seaweedfs, s3_client, s3_bucket, cache_bucket, objects, tmp_path)
 
 
-async def settle(runtime: Runtime) -> None:
+async def settle(streams: Streams) -> None:
     deadline = time.monotonic() + 30
-    while runtime.builds or runtime.active_streams:
+    while streams.building or streams.active:
         assert time.monotonic() < deadline, "builds did not settle"
         await asyncio.sleep(0.02)
 
@@ -99,7 +99,7 @@ async def test_stream_then_redirect_to_a_stable_presigned_url(
         async with httpx.AsyncClient(base_url=url, timeout=60) as client:
             first = await client.get("/v1/zip", params=RANGE)
             assert first.status_code == 200
-            await settle(app.state.runtime)
+            await settle(app.state.services.streams)
             archive_id = first.headers["etag"].strip('"')
             assert await stack.cache_keys() == [f"archives/{archive_id}.zip"]
             assert await stack.uploads_in_progress() == []
@@ -139,7 +139,7 @@ async def test_behind_the_edge_head_and_get_share_one_url(stack: Stack, redis_se
     with serve(app) as url:
         async with httpx.AsyncClient(base_url=url, timeout=60) as client:
             assert (await client.get("/v1/zip", params=RANGE)).status_code == 200
-            await settle(app.state.runtime)
+            await settle(app.state.services.streams)
             get = await client.get("/v1/zip", params=RANGE)
             head = await client.head("/v1/zip", params=RANGE)
     assert get.status_code == head.status_code == 302
@@ -154,7 +154,7 @@ async def test_five_concurrent_first_requests_build_one_object(
     with serve(app) as url:
         async with httpx.AsyncClient(base_url=url, timeout=60) as client:
             responses = await asyncio.gather(*(client.get("/v1/zip", params=RANGE) for _ in range(5)))
-            await settle(app.state.runtime)
+            await settle(app.state.services.streams)
     assert [r.status_code for r in responses] == [200] * 5
     assert len({r.content for r in responses}) == 1
     path = stack.tmp / "one.zip"
@@ -192,7 +192,7 @@ async def test_lock_lost_mid_build_drops_the_cache_write_not_the_client(
     with serve(app) as url:
         async with httpx.AsyncClient(base_url=url, timeout=60) as client:
             body = await stream_with_interruption(client, delete_lock)
-            await settle(app.state.runtime)
+            await settle(app.state.services.streams)
             again = await client.head("/v1/zip", params=RANGE)
     path = stack.tmp / "a.zip"
     path.write_bytes(body)
@@ -218,7 +218,7 @@ async def test_cache_write_failure_mid_build_leaves_the_client_untouched(
     with serve(app) as url:
         async with httpx.AsyncClient(base_url=url, timeout=60) as client:
             body = await stream_with_interruption(client, abort_upload)
-            await settle(app.state.runtime)
+            await settle(app.state.services.streams)
     path = stack.tmp / "b.zip"
     path.write_bytes(body)
     check_archive(path, stack.expected())
@@ -235,7 +235,7 @@ async def test_redis_down_still_streams_and_readyz_says_so(stack: Stack, tmp_pat
         async with httpx.AsyncClient(base_url=url, timeout=60) as client:
             response = await client.get("/v1/zip", params=RANGE)
             ready = await client.get("/readyz")
-            await settle(app.state.runtime)
+            await settle(app.state.services.streams)
     assert response.status_code == 200
     path = tmp_path / "c.zip"
     path.write_bytes(response.content)
@@ -244,3 +244,35 @@ async def test_redis_down_still_streams_and_readyz_says_so(stack: Stack, tmp_pat
     checks = ready.json()["checks"]
     assert checks["redis"] != "ok" and checks["source"] == "ok" and checks["cache"] == "ok"
     assert await stack.cache_keys() == []  # no lock, no cache write
+
+
+async def test_a_cache_that_refuses_access_is_a_loud_configuration_error(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bucket policy mistake answers 403 to the cache HEAD. Taken for a miss, every
+    request would start a cache upload (and fail it) forever; instead it is counted,
+    logged loudly, and the archive streams without teeing."""
+    from tests.s3_fixtures import LIMITED_BUCKET, LIMITED_KEY, LIMITED_SECRET
+
+    prefix = f"p-{uuid.uuid4().hex[:12]}"
+    for key, data in stack.objects.items():
+        await stack.client.put_object(Bucket=LIMITED_BUCKET, Key=f"{prefix}/{key}", Body=data)
+    settings = stack.settings(
+        "",
+        ZIPEDGE_SOURCE=f"s3://{LIMITED_BUCKET}/{prefix}",
+        AWS_ACCESS_KEY_ID=LIMITED_KEY,
+        AWS_SECRET_ACCESS_KEY=LIMITED_SECRET,
+    )
+    app = create_app(settings)
+    with caplog.at_level("ERROR", logger="service"), serve(app) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            for _ in range(2):
+                response = await client.get("/v1/zip", params=RANGE)
+                assert response.status_code == 200  # streamed both times, never a redirect
+                path = stack.tmp / "limited.zip"
+                path.write_bytes(response.content)
+                check_archive(path, stack.expected())
+            metrics = (await client.get("/metrics")).text
+    assert "zipedge_cache_misconfigured_total 2.0" in metrics
+    assert any("CACHE MISCONFIGURED" in r.getMessage() for r in caplog.records)
+    assert await stack.cache_keys() == [] and await stack.uploads_in_progress() == []

@@ -7,8 +7,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from service.cache.base import CacheEntry
 from service.cache.lock import LocalBuildLock
-from service.cache.store import MemoryArchiveCache
+from service.cache.memory import MemoryArchiveCache
 from service.cache.tee import Build, Tee, TeeOutcome
 from service.exceptions import StreamAborted
 
@@ -18,7 +19,8 @@ ID = "0123456789abcdef0123456789abcdef"
 async def tee_for(cache: MemoryArchiveCache, lock: LocalBuildLock, size: int, max_lag: int = 1 << 20) -> Tee:
     lease = await lock.try_acquire(ID)
     assert lease is not None
-    return Tee(await cache.writer(ID, size, "a.zip"), lease, max_lag=max_lag, archive_id=ID)
+    writer = await cache.writer(CacheEntry(ID, size, "a.zip", 0))
+    return Tee(writer, lease, max_lag=max_lag, archive_id=ID)
 
 
 async def test_complete_stream_is_committed_and_lock_released() -> None:

@@ -89,7 +89,7 @@ def edge(seaweedfs: SeaweedFS, tmp_path_factory: pytest.TempPathFactory) -> Iter
         aws_access_key_id=seaweedfs.access_key,
         aws_secret_access_key=seaweedfs.secret_key,
         region_name=seaweedfs.region,
-        # s3v4 explicitly: the default presigner would fall back to SigV2 (DESIGN.md §8)
+        # s3v4 explicitly: the default presigner would fall back to SigV2, which SeaweedFS accepts loosely
         config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
     )
     # as the service writes cache objects: immutable bytes, cacheable for a year

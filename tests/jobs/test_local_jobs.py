@@ -80,6 +80,18 @@ def test_over_the_limit_becomes_a_job_then_a_cached_download(
     check_archive(path, {k: sha256(files[k]) for k in sorted(files)})
 
 
+def test_a_head_over_the_limit_starts_nothing(url: str) -> None:
+    """HEAD is safe (RFC 9110): it says a GET would become a job, and where that job would
+    be, without submitting it."""
+    with httpx.Client(base_url=url, timeout=30) as client:
+        head = client.head("/v1/zip", params=BIG)
+        assert head.status_code == 202 and head.content == b""
+        assert client.get("/v1/jobs").json()["jobs"] == []
+        assert client.get(head.headers["location"]).status_code == 404  # nothing there yet
+        job = client.get("/v1/zip", params=BIG).json()
+        assert job["status_url"] == head.headers["location"]  # the GET's job is that one
+
+
 def test_browsers_are_sent_to_the_job_page(url: str) -> None:
     with httpx.Client(base_url=url) as client:
         response = client.get("/v1/zip", params=BIG, headers={"Accept": "text/html,*/*"})

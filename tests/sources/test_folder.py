@@ -61,3 +61,17 @@ async def test_read_from_an_offset_and_validators(root: Path) -> None:
             pass
     with pytest.raises(ObjectNotFound):
         await source.stat("2025/01/02/none.jpg")
+
+
+async def test_a_name_no_read_accepts_is_skipped_not_the_whole_day(root: Path) -> None:
+    """`a\\b.jpg` is a fine file name on Linux but not a key (backslashes are refused,
+    as Windows would treat them as separators); a control character likewise. Listed,
+    they would break every download of their day at read time."""
+    day = root / "2025" / "01" / "02"
+    (day / "back\\slash.jpg").write_bytes(b"x")
+    (day / "bell\x07.jpg").write_bytes(b"y")
+    source = FolderSource(root)
+    listed = await source.list("2025/01/02/")
+    assert listed and all("\\" not in o.key and "\x07" not in o.key for o in listed)
+    for info in listed:  # and everything listed reads
+        assert b"".join([chunk async for chunk in source.read(info.key, etag=info.etag)])

@@ -9,7 +9,7 @@ import contextlib
 import hashlib
 import os
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -27,16 +27,12 @@ from service.exceptions import (
     SourceError,
     SourceUnavailable,
 )
+from service.s3.client import S3
 from service.sources.base import Source
-from service.sources.s3 import (
-    S3Source,
-    _translate,
-    full_object_crc32,
-    normalize_prefix,
-    open_s3_client,
-)
+from service.sources.s3 import S3Source, _translated, full_object_crc32, normalize_prefix
 from service.stack.ports import free_port
 from service.stack.seaweedfs import SeaweedFS
+from tests.s3_fixtures import s3_for
 
 integration = pytest.mark.integration
 DAY = "2025/01/05/"
@@ -53,20 +49,6 @@ async def read_all(source: S3Source, key: str, **kwargs: Any) -> tuple[bytes, li
         async for chunk in chunks:
             parts.append(chunk)
     return b"".join(parts), [len(part) for part in parts]
-
-
-@contextlib.asynccontextmanager
-async def client_for(
-    seaweedfs: SeaweedFS, *, endpoint_url: str | None = None, secret_key: str | None = None
-) -> AsyncIterator[Any]:
-    async with open_s3_client(
-        endpoint_url=endpoint_url or seaweedfs.endpoint_url,
-        region=seaweedfs.region,
-        access_key=seaweedfs.access_key,
-        secret_key=secret_key or seaweedfs.secret_key,
-        max_pool_connections=4,
-    ) as client:
-        yield client
 
 
 # --- pure logic ---------------------------------------------------------------------------
@@ -135,7 +117,7 @@ def _client_error(status: int, code: str) -> botocore.exceptions.ClientError:
     ],
 )
 def test_translate(error: Exception, expected: type[SourceError]) -> None:
-    with pytest.raises(SourceError) as caught, _translate("read 'k'"):
+    with pytest.raises(SourceError) as caught, _translated("read 'k'"):
         raise error
     assert type(caught.value) is expected
     assert caught.value.retryable is (expected is SourceUnavailable)
@@ -143,46 +125,19 @@ def test_translate(error: Exception, expected: type[SourceError]) -> None:
 
 
 def test_translate_stat_missing_is_not_found() -> None:
-    with pytest.raises(ObjectNotFound), _translate("stat 'k'", missing=ObjectNotFound):
+    with pytest.raises(ObjectNotFound), _translated("stat 'k'", missing=ObjectNotFound):
         raise _client_error(404, "404")
 
 
 @pytest.mark.parametrize("key", ["", "/abs", "a/../b", "..", "./a", "a/./b", "a\x00b"])
 async def test_bad_keys_are_rejected_before_any_request(key: str) -> None:
-    source = S3Source(object(), bucket="b", prefix="photos")  # type: ignore[arg-type]
+    source = S3Source(object(), bucket="b", prefix="photos")  # type: ignore[arg-type]  # never used
     with pytest.raises(InvalidKey):
         await source.stat(key)
     with pytest.raises(InvalidKey):
         async with contextlib.aclosing(source.read(key)) as chunks:
             async for _ in chunks:
                 pass
-
-
-class _FakeBody:
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    async def __aenter__(self) -> _FakeBody:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
-
-    async def read(self, n: int) -> bytes:
-        chunk, self.data = self.data[:n], self.data[n:]
-        return chunk
-
-
-class _RangeIgnoringClient:
-    async def get_object(self, **params: Any) -> dict[str, Any]:
-        return {"Body": _FakeBody(b"from byte zero")}  # 200, no Content-Range
-
-
-async def test_read_refuses_a_body_that_ignores_range() -> None:
-    source = S3Source(_RangeIgnoringClient(), bucket="b", prefix="")  # type: ignore[arg-type]
-    with pytest.raises(SourceError, match="ignored the Range"):
-        await read_all(source, "k", offset=5)
-    assert (await read_all(source, "k"))[0] == b"from byte zero"
 
 
 def test_s3source_is_a_source() -> None:
@@ -194,29 +149,29 @@ def test_s3source_is_a_source() -> None:
 
 
 @integration
-async def test_list_paginates_and_keys_are_relative(s3_client: Any, s3_bucket: str) -> None:
+async def test_list_paginates_and_keys_are_relative(s3: S3, s3_bucket: str) -> None:
     count = S3_LIST_PAGE + 150
     sem = asyncio.Semaphore(32)
 
     async def one(key: str) -> None:
         async with sem:
-            await put(s3_client, s3_bucket, key, key.encode())
+            await put(s3.client, s3_bucket, key, key.encode())
 
     keys = [f"{DAY}{i:05d}.jpg" for i in range(count)]
     others = ["photos/2025/01/06/x.jpg", "photos/2025/01/050.jpg", f"other/{DAY}y.jpg", f"{DAY}z.jpg"]
     await asyncio.gather(*(one(f"photos/{k}") for k in keys), *(one(k) for k in others))
 
-    source = S3Source(s3_client, bucket=s3_bucket, prefix="photos")
+    source = S3Source(s3, bucket=s3_bucket, prefix="photos")
     found = await source.list(DAY)
     assert [info.key for info in found] == keys
     assert all(info.size == len(f"photos/{info.key}") for info in found)
 
-    everything = await S3Source(s3_client, bucket=s3_bucket, prefix="").list("")
+    everything = await S3Source(s3, bucket=s3_bucket, prefix="").list("")
     assert len(everything) == count + len(others)
 
 
 @integration
-async def test_list_nested_sorted_with_metadata(s3_client: Any, s3_bucket: str) -> None:
+async def test_list_nested_sorted_with_metadata(s3: S3, s3_bucket: str) -> None:
     bodies = {
         f"{DAY}b.jpg": b"bb",
         f"{DAY}a.jpg": b"a",
@@ -224,15 +179,15 @@ async def test_list_nested_sorted_with_metadata(s3_client: Any, s3_bucket: str) 
         f"{DAY}A.jpg": b"AAAA",
         f"{DAY}é.jpg": b"e" * 10,
     }
-    etags = {k: await put(s3_client, s3_bucket, f"root/{k}", v) for k, v in bodies.items()}
-    await put(s3_client, s3_bucket, f"root/{DAY}", b"")  # a console-made "folder" marker
-    await put(s3_client, s3_bucket, f"root/{DAY}empty/", b"")
+    etags = {k: await put(s3.client, s3_bucket, f"root/{k}", v) for k, v in bodies.items()}
+    await put(s3.client, s3_bucket, f"root/{DAY}", b"")  # a console-made "folder" marker
+    await put(s3.client, s3_bucket, f"root/{DAY}empty/", b"")
 
-    source = S3Source(s3_client, bucket=s3_bucket, prefix="/root/")
+    source = S3Source(s3, bucket=s3_bucket, prefix="/root/")
     found = await source.list(DAY)
     assert [info.key for info in found] == sorted(bodies)
     for info in found:
-        head = await s3_client.head_object(Bucket=s3_bucket, Key=f"root/{info.key}")
+        head = await s3.client.head_object(Bucket=s3_bucket, Key=f"root/{info.key}")
         assert info.size == len(bodies[info.key])
         assert info.etag == etags[info.key] == hashlib.md5(bodies[info.key]).hexdigest()
         assert info.mtime == int(head["LastModified"].timestamp())
@@ -241,9 +196,9 @@ async def test_list_nested_sorted_with_metadata(s3_client: Any, s3_bucket: str) 
 
 
 @integration
-async def test_stat(s3_client: Any, s3_bucket: str) -> None:
-    etag = await put(s3_client, s3_bucket, f"p/{DAY}x.jpg", b"12345")
-    source = S3Source(s3_client, bucket=s3_bucket, prefix="p")
+async def test_stat(s3: S3, s3_bucket: str) -> None:
+    etag = await put(s3.client, s3_bucket, f"p/{DAY}x.jpg", b"12345")
+    source = S3Source(s3, bucket=s3_bucket, prefix="p")
     info = await source.stat(f"{DAY}x.jpg")
     listed = await source.list(DAY)
     assert info == listed[0]
@@ -254,10 +209,10 @@ async def test_stat(s3_client: Any, s3_bucket: str) -> None:
 
 
 @integration
-async def test_read_whole_and_from_offset(s3_client: Any, s3_bucket: str) -> None:
+async def test_read_whole_and_from_offset(s3: S3, s3_bucket: str) -> None:
     data = os.urandom(2 * READ_CHUNK_BYTES + 12345)
-    await put(s3_client, s3_bucket, "k/big.bin", data)
-    source = S3Source(s3_client, bucket=s3_bucket, prefix="k")
+    await put(s3.client, s3_bucket, "k/big.bin", data)
+    source = S3Source(s3, bucket=s3_bucket, prefix="k")
 
     whole, sizes = await read_all(source, "big.bin")
     assert whole == data
@@ -269,16 +224,16 @@ async def test_read_whole_and_from_offset(s3_client: Any, s3_bucket: str) -> Non
 
 
 @integration
-async def test_read_with_etag(s3_client: Any, s3_bucket: str) -> None:
-    source = S3Source(s3_client, bucket=s3_bucket, prefix="")
-    etag = await put(s3_client, s3_bucket, "e.bin", b"version one")
+async def test_read_with_etag(s3: S3, s3_bucket: str) -> None:
+    source = S3Source(s3, bucket=s3_bucket, prefix="")
+    etag = await put(s3.client, s3_bucket, "e.bin", b"version one")
 
     assert (await read_all(source, "e.bin", etag=etag))[0] == b"version one"
     assert (await read_all(source, "e.bin", etag=etag, offset=8))[0] == b"one"
     with pytest.raises(ObjectChanged):
         await read_all(source, "e.bin", etag="0" * 32)
 
-    await put(s3_client, s3_bucket, "e.bin", b"version two")
+    await put(s3.client, s3_bucket, "e.bin", b"version two")
     with pytest.raises(ObjectChanged):
         await read_all(source, "e.bin", etag=etag)
     with pytest.raises(ObjectChanged):
@@ -286,14 +241,14 @@ async def test_read_with_etag(s3_client: Any, s3_bucket: str) -> None:
 
 
 @integration
-async def test_read_missing_and_shrunk(s3_client: Any, s3_bucket: str) -> None:
-    source = S3Source(s3_client, bucket=s3_bucket, prefix="")
+async def test_read_missing_and_shrunk(s3: S3, s3_bucket: str) -> None:
+    source = S3Source(s3, bucket=s3_bucket, prefix="")
     with pytest.raises(ObjectMissing):
         await read_all(source, "nope.bin")
     with pytest.raises(ObjectMissing):
         await read_all(source, "nope.bin", etag="abc", offset=5)
 
-    await put(s3_client, s3_bucket, "short.bin", b"abc")
+    await put(s3.client, s3_bucket, "short.bin", b"abc")
     with pytest.raises(ObjectChanged):  # a resume past the end: the object shrank
         await read_all(source, "short.bin", offset=10)
 
@@ -301,9 +256,9 @@ async def test_read_missing_and_shrunk(s3_client: Any, s3_bucket: str) -> None:
 @integration
 async def test_read_stopped_early_frees_the_connection(seaweedfs: SeaweedFS, s3_bucket: str) -> None:
     data = os.urandom(8 * READ_CHUNK_BYTES)
-    async with client_for(seaweedfs) as client:  # a pool of 4 connections
-        await put(client, s3_bucket, "big.bin", data)
-        source = S3Source(client, bucket=s3_bucket, prefix="")
+    async with s3_for(seaweedfs, connections=4) as small:  # a pool of 4 connections
+        await put(small.client, s3_bucket, "big.bin", data)
+        source = S3Source(small, bucket=s3_bucket, prefix="")
         # A leaked connection would exhaust the pool and hang: fail instead.
         async with asyncio.timeout(60):
             for _ in range(10):  # more abandoned reads than the pool has connections
@@ -314,19 +269,19 @@ async def test_read_stopped_early_frees_the_connection(seaweedfs: SeaweedFS, s3_
 
 
 @integration
-async def test_full_object_crc32_from_seaweedfs(s3_client: Any, s3_bucket: str) -> None:
+async def test_full_object_crc32_from_seaweedfs(s3: S3, s3_bucket: str) -> None:
     data = os.urandom(100_000)
-    await put(s3_client, s3_bucket, "single.bin", data, ChecksumAlgorithm="CRC32")
+    await put(s3.client, s3_bucket, "single.bin", data, ChecksumAlgorithm="CRC32")
 
     part1, part2 = os.urandom(5 * 1024 * 1024), os.urandom(1000)
     for key, kwargs in (
         ("full.bin", {"ChecksumAlgorithm": "CRC32", "ChecksumType": "FULL_OBJECT"}),
         ("composite.bin", {"ChecksumAlgorithm": "CRC32"}),
     ):
-        upload = await s3_client.create_multipart_upload(Bucket=s3_bucket, Key=key, **kwargs)
+        upload = await s3.client.create_multipart_upload(Bucket=s3_bucket, Key=key, **kwargs)
         parts = []
         for number, body in enumerate((part1, part2), start=1):
-            resp = await s3_client.upload_part(
+            resp = await s3.client.upload_part(
                 Bucket=s3_bucket,
                 Key=key,
                 UploadId=upload["UploadId"],
@@ -335,22 +290,22 @@ async def test_full_object_crc32_from_seaweedfs(s3_client: Any, s3_bucket: str) 
                 ChecksumAlgorithm="CRC32",
             )
             parts.append({"PartNumber": number, "ETag": resp["ETag"], "ChecksumCRC32": resp["ChecksumCRC32"]})
-        await s3_client.complete_multipart_upload(
+        await s3.client.complete_multipart_upload(
             Bucket=s3_bucket, Key=key, UploadId=upload["UploadId"], MultipartUpload={"Parts": parts}
         )
 
-    source = S3Source(s3_client, bucket=s3_bucket, prefix="")
+    source = S3Source(s3, bucket=s3_bucket, prefix="")
     assert (await source.stat("single.bin")).crc32 == zlib.crc32(data)
     assert (await source.stat("full.bin")).crc32 == zlib.crc32(part1 + part2)
     assert (await source.stat("composite.bin")).crc32 is None
 
 
 @integration
-async def test_sigv4_is_enforced(seaweedfs: SeaweedFS, s3_client: Any, s3_bucket: str) -> None:
-    await put(s3_client, s3_bucket, f"{DAY}x.jpg", b"secret photo")
+async def test_sigv4_is_enforced(seaweedfs: SeaweedFS, s3: S3, s3_bucket: str) -> None:
+    await put(s3.client, s3_bucket, f"{DAY}x.jpg", b"secret photo")
 
-    async with client_for(seaweedfs, secret_key="not-the-secret") as client:
-        source = S3Source(client, bucket=s3_bucket, prefix="")
+    async with s3_for(seaweedfs, secret_key="not-the-secret") as wrong:
+        source = S3Source(wrong, bucket=s3_bucket, prefix="")
         attempts: list[Callable[[], Awaitable[object]]] = [
             lambda: source.stat(f"{DAY}x.jpg"),
             lambda: source.list(DAY),
@@ -371,15 +326,15 @@ async def test_sigv4_is_enforced(seaweedfs: SeaweedFS, s3_client: Any, s3_bucket
 
 
 @integration
-async def test_check(seaweedfs: SeaweedFS, s3_client: Any, s3_bucket: str, tmp_path: Any) -> None:
-    await S3Source(s3_client, bucket=s3_bucket, prefix="").check()
+async def test_check(seaweedfs: SeaweedFS, s3: S3, s3_bucket: str, tmp_path: Any) -> None:
+    await S3Source(s3, bucket=s3_bucket, prefix="").check()
     with pytest.raises(DependencyUnavailable):
-        await S3Source(s3_client, bucket="no-such-bucket-here", prefix="").check()
+        await S3Source(s3, bucket="no-such-bucket-here", prefix="").check()
 
     other = SeaweedFS(tmp_path / "stopped")
     with other:
-        async with client_for(other, endpoint_url=other.endpoint_url) as client:
-            source = S3Source(client, bucket=other.bucket, prefix="")
+        async with s3_for(other) as bundle:
+            source = S3Source(bundle, bucket=other.bucket, prefix="")
             await source.check()
             other.stop()
             with pytest.raises(DependencyUnavailable):
@@ -390,8 +345,8 @@ async def test_check(seaweedfs: SeaweedFS, s3_client: Any, s3_bucket: str, tmp_p
 
 @integration
 async def test_connection_refused_is_retryable(seaweedfs: SeaweedFS) -> None:
-    async with client_for(seaweedfs, endpoint_url=f"http://127.0.0.1:{free_port()}") as client:
-        source = S3Source(client, bucket="b", prefix="")
+    async with s3_for(seaweedfs, endpoint_url=f"http://127.0.0.1:{free_port()}") as nowhere:
+        source = S3Source(nowhere, bucket="b", prefix="")
         with pytest.raises(SourceUnavailable):
             await source.stat("x")
         with pytest.raises(SourceUnavailable):
@@ -421,19 +376,19 @@ async def _multipart(client: Any, bucket: str, key: str, body: bytes, **complete
 
 
 @integration
-async def test_complete_multipart_if_none_match(s3_client: Any, s3_bucket: str) -> None:
+async def test_complete_multipart_if_none_match(s3: S3, s3_bucket: str) -> None:
     """The cache commit relies on this: the first complete wins, a later one gets 412."""
-    await _multipart(s3_client, s3_bucket, "cache/a.zip", b"first", IfNoneMatch="*")
+    await _multipart(s3.client, s3_bucket, "cache/a.zip", b"first", IfNoneMatch="*")
     with pytest.raises(botocore.exceptions.ClientError) as caught:
-        await _multipart(s3_client, s3_bucket, "cache/a.zip", b"second", IfNoneMatch="*")
+        await _multipart(s3.client, s3_bucket, "cache/a.zip", b"second", IfNoneMatch="*")
     assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
     assert caught.value.response["Error"]["Code"] == "PreconditionFailed"
-    source = S3Source(s3_client, bucket=s3_bucket, prefix="cache")
+    source = S3Source(s3, bucket=s3_bucket, prefix="cache")
     assert (await read_all(source, "a.zip"))[0] == b"first"
 
 
 @integration
-async def test_concurrent_completes_leave_one_whole_object(s3_client: Any, s3_bucket: str) -> None:
+async def test_concurrent_completes_leave_one_whole_object(s3: S3, s3_bucket: str) -> None:
     """SeaweedFS 4.48 may let several racing `IfNoneMatch="*"` completes succeed (AWS lets
     exactly one win); the object is still one whole upload, which is all a
     content-addressed cache needs."""
@@ -441,7 +396,7 @@ async def test_concurrent_completes_leave_one_whole_object(s3_client: Any, s3_bu
 
     async def attempt(body: bytes) -> str:
         try:
-            await _multipart(s3_client, s3_bucket, "cache/race.zip", body, IfNoneMatch="*")
+            await _multipart(s3.client, s3_bucket, "cache/race.zip", body, IfNoneMatch="*")
         except botocore.exceptions.ClientError as exc:
             return str(exc.response["ResponseMetadata"]["HTTPStatusCode"])
         return "ok"
@@ -449,5 +404,5 @@ async def test_concurrent_completes_leave_one_whole_object(s3_client: Any, s3_bu
     outcomes = await asyncio.gather(*(attempt(body) for body in bodies))
     assert "ok" in outcomes
     assert set(outcomes) <= {"ok", "412"}
-    source = S3Source(s3_client, bucket=s3_bucket, prefix="cache")
+    source = S3Source(s3, bucket=s3_bucket, prefix="cache")
     assert (await read_all(source, "race.zip"))[0] in bodies

@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from service.app import create_app
-from service.runtime import Runtime
 from service.settings import Settings
+from service.streams import Streams
 from tests.servers import serve
 from tests.zipcheck import check_archive, sha256
 
@@ -26,7 +26,7 @@ class Service:
     url: str
     root: Path
     files: dict[str, bytes]
-    runtime: Runtime
+    streams: Streams
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30)
@@ -62,7 +62,7 @@ def service(tmp_path: Path) -> Iterator[Service]:
         make_settings(root, tmp_path / "var", ZIPEDGE_MAX_RANGE_DAYS="31", ZIPEDGE_MAX_ENTRIES="50")
     )
     with serve(app) as url:
-        yield Service(url, root, files, app.state.runtime)
+        yield Service(url, root, files, app.state.services.streams)
 
 
 def expected(files: dict[str, bytes], keys: list[str]) -> dict[str, str]:
@@ -169,6 +169,7 @@ ERRORS = [
     ("GET", "/v1/zip", {"from": "2024-01-01", "to": "2024-01-05"}, 404, "nothing_selected"),
     ("HEAD", "/v1/zip", {"from": "2024-01-01", "to": "2024-01-05"}, 404, None),
     ("POST", "/v1/archives", b"{not json", 400, "invalid_parameter"),
+    ("POST", "/v1/archives", b"[" * 100_000 + b"]" * 100_000, 400, "invalid_parameter"),  # too deep
     ("POST", "/v1/archives", [], 400, "invalid_parameter"),
     ("POST", "/v1/archives", {"entries": []}, 400, "invalid_parameter"),
     ("POST", "/v1/archives", {"entries": ["2025/01/01/x.jpg"]}, 400, "invalid_parameter"),
@@ -244,7 +245,7 @@ def test_a_client_that_leaves_stops_the_stream(tmp_path: Path) -> None:
         path.write_bytes(os.urandom(1 << 20))
     app = create_app(make_settings(root, tmp_path / "var", ZIPEDGE_PREFETCH_BYTES=str(1 << 20)))
     with serve(app) as url:
-        runtime: Runtime = app.state.runtime
+        streams: Streams = app.state.services.streams
         with (
             httpx.Client(base_url=url) as client,
             client.stream("GET", "/v1/zip", params={"from": "2025-01-01", "to": "2025-01-01"}) as response,
@@ -252,11 +253,11 @@ def test_a_client_that_leaves_stops_the_stream(tmp_path: Path) -> None:
             # Keep the iterator: a dropped one is closed at once, and httpx then closes the
             # connection, i.e. the client would already have left.
             chunks = response.iter_raw()
-            assert next(chunks) and runtime.active_streams == 1
+            assert next(chunks) and streams.active == 1
         deadline = time.monotonic() + 10
-        while runtime.active_streams and time.monotonic() < deadline:
+        while streams.active and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert runtime.active_streams == 0
+        assert streams.active == 0
 
 
 def test_health_and_readiness(service: Service, tmp_path: Path) -> None:

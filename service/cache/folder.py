@@ -1,0 +1,148 @@
+"""Cache objects in a folder: the embedded default, served by the service itself.
+
+`<dir>/<archive id>.zip`, written to a temp file and published with `link()` (which fails
+if the name exists: the first writer wins, atomically). The file's mtime is set to the
+newest member's, so the service answers a cached download with the `Last-Modified` the
+live stream sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from service.cache.base import CachedArchive, CacheEntry, CacheWriter, settle
+from service.constants import CACHE_FOLDER_WRITE_BYTES
+from service.exceptions import CacheWriteFailed, DependencyUnavailable
+
+
+class FolderCacheWriter:
+    def __init__(self, directory: Path, entry: CacheEntry) -> None:
+        self._directory = directory
+        self._final = directory / f"{entry.archive_id}.zip"
+        self._entry = entry
+        self._written = 0
+        self._buffer = bytearray()
+        self._handle: Any = None
+        self._tmp = ""
+        self._done = False
+
+    async def start(self) -> None:
+        def open_tmp() -> tuple[Any, str]:
+            self._directory.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self._directory, prefix=".partial-", suffix=".zip")
+            return os.fdopen(fd, "wb"), tmp
+
+        opening = asyncio.ensure_future(asyncio.to_thread(open_tmp))
+        try:
+            self._handle, self._tmp = await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            await asyncio.wait([opening])
+            if not opening.cancelled() and opening.exception() is None:
+                handle, tmp = opening.result()
+                handle.close()
+                os.unlink(tmp)
+            raise
+        except OSError as exc:
+            raise CacheWriteFailed(f"cache folder: {exc.strerror}") from exc
+
+    async def write(self, chunk: bytes) -> None:
+        self._written += len(chunk)
+        if self._written > self._entry.size:
+            raise CacheWriteFailed(f"more than the promised {self._entry.size} bytes")
+        self._buffer += chunk
+        if len(self._buffer) >= CACHE_FOLDER_WRITE_BYTES:
+            data = bytes(self._buffer)
+            self._buffer.clear()
+            try:
+                await asyncio.to_thread(self._handle.write, data)
+            except OSError as exc:
+                raise CacheWriteFailed(f"cache folder: {exc.strerror}") from exc
+
+    async def commit(self) -> bool:
+        try:
+            if self._written != self._entry.size:
+                raise CacheWriteFailed(f"wrote {self._written} bytes, promised {self._entry.size}")
+
+            def publish() -> bool:
+                self._handle.write(self._buffer)
+                self._handle.flush()
+                os.fsync(self._handle.fileno())
+                self._handle.close()
+                mtime = self._entry.last_modified
+                os.utime(self._tmp, (mtime, mtime))
+                try:
+                    os.link(self._tmp, self._final)  # fails if it exists: first writer wins
+                    return True
+                except FileExistsError:
+                    return False
+                finally:
+                    os.unlink(self._tmp)
+
+            published = await asyncio.to_thread(publish)
+            self._done = True
+            return published
+        except OSError as exc:
+            await self.abort()
+            raise CacheWriteFailed(f"cache folder: {exc}") from exc
+        except BaseException:
+            await self.abort()
+            raise
+
+    async def abort(self) -> None:
+        if self._done:
+            return
+        self._done = True
+
+        def discard() -> None:
+            with contextlib.suppress(OSError):
+                self._handle.close()
+            with contextlib.suppress(OSError):
+                os.unlink(self._tmp)
+
+        await settle(asyncio.to_thread(discard))
+
+
+class FolderArchiveCache:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def path(self, archive_id: str) -> Path:
+        return self.directory / f"{archive_id}.zip"
+
+    async def lookup(self, archive_id: str) -> CachedArchive | None:
+        try:
+            st = await asyncio.to_thread(self.path(archive_id).stat)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise DependencyUnavailable(f"cache folder: {exc.strerror}") from exc
+        return CachedArchive(archive_id, st.st_size)
+
+    async def writer(self, entry: CacheEntry) -> CacheWriter:
+        writer = FolderCacheWriter(self.directory, entry)
+        await writer.start()
+        return writer
+
+    async def url(self, archive_id: str, filename: str, *, base_url: str, method: str = "GET") -> str:
+        return f"{base_url.rstrip('/')}/v1/cache/{archive_id}.zip?filename={quote(filename)}"
+
+    async def served_file(self, archive_id: str) -> Path | None:
+        return self.path(archive_id) if await self.lookup(archive_id) is not None else None
+
+    async def check(self) -> None:
+        def writable() -> bool:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            return os.access(self.directory, os.W_OK)
+
+        try:
+            ok = await asyncio.to_thread(writable)
+        except OSError as exc:
+            raise DependencyUnavailable(f"cache folder: {exc.strerror}") from exc
+        if not ok:
+            raise DependencyUnavailable(f"cache folder {self.directory} is not writable")

@@ -1,0 +1,127 @@
+"""The in-process job runner of the embedded default (no Redis): jobs are tasks of the
+service itself, with the same retries and the same build as a saq worker's."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from service.archive.manifest import Manifest
+from service.constants import JOB_RETRIES, JOB_TTL_S, LOCAL_MAX_JOBS
+from service.exceptions import BuildFailed, UnknownJob
+from service.jobs.build import ArchiveBuilder
+from service.jobs.model import JobStatus, JobView
+from service.jobs.queue import backoff
+from service.metrics import JOB_SECONDS
+from service.writer import Progress
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _LocalJob:
+    view: JobView
+    task: asyncio.Task[None] | None = None
+
+
+class LocalJobQueue:
+    def __init__(self, builder: ArchiveBuilder, *, concurrency: int, retry_delay_s: float) -> None:
+        self._builder = builder
+        self._retry_delay_s = retry_delay_s
+        self._slots = asyncio.Semaphore(concurrency)
+        self._jobs: dict[str, _LocalJob] = {}
+
+    async def submit(self, manifest: Manifest) -> JobView:
+        existing = self._jobs.get(manifest.archive_id)
+        if existing is not None and existing.view.status in (JobStatus.QUEUED, JobStatus.RUNNING):
+            return existing.view
+        now = time.time()
+        view = JobView(
+            id=manifest.archive_id,
+            status=JobStatus.QUEUED,
+            filename=manifest.filename,
+            bytes_total=manifest.size,
+            entries_total=len(manifest.entries),
+            created_at=now,
+            updated_at=now,
+        )
+        job = _LocalJob(view)
+        self._jobs[view.id] = job
+        job.task = asyncio.create_task(self._run(view, manifest))
+        self._prune()
+        return view
+
+    async def _run(self, view: JobView, manifest: Manifest) -> None:
+        async def report(progress: Progress) -> None:
+            view.bytes_done, view.entries_done = progress.bytes_done, progress.entries_done
+            view.updated_at = time.time()
+
+        try:
+            async with self._slots:
+                for attempt in range(1, JOB_RETRIES + 1):
+                    view.status, view.attempts, view.updated_at = JobStatus.RUNNING, attempt, time.time()
+                    started = time.monotonic()
+                    try:
+                        await self._builder.build(manifest, report)
+                    except BuildFailed as exc:
+                        JOB_SECONDS.labels("failed").observe(time.monotonic() - started)
+                        view.error = exc.message
+                        if not exc.retryable or attempt == JOB_RETRIES:
+                            view.status = JobStatus.FAILED
+                            return
+                        view.status = JobStatus.QUEUED
+                        await asyncio.sleep(backoff(attempt, self._retry_delay_s))
+                        continue
+                    JOB_SECONDS.labels("ready").observe(time.monotonic() - started)
+                    view.status, view.error = JobStatus.READY, None
+                    return
+        except asyncio.CancelledError:
+            view.status = JobStatus.CANCELLED
+            raise
+        except Exception as exc:  # a bug: the job fails visibly rather than hanging
+            logger.exception("job %s crashed", view.id)
+            view.status, view.error = JobStatus.FAILED, f"internal error: {exc}"
+        finally:
+            view.updated_at = time.time()
+
+    async def get(self, job_id: str) -> JobView:
+        job = self._jobs.get(job_id)
+        if job is None:
+            raise UnknownJob(f"no job {job_id!r}")
+        return job.view
+
+    async def cancel(self, job_id: str) -> JobView:
+        job = self._jobs.get(job_id)
+        if job is None:
+            raise UnknownJob(f"no job {job_id!r}")
+        if not job.view.status.terminal and job.task is not None:
+            job.view.status = JobStatus.CANCELLED
+            job.task.cancel()
+            await asyncio.gather(job.task, return_exceptions=True)
+        return job.view
+
+    async def recent(self, limit: int) -> list[JobView]:
+        views = sorted((j.view for j in self._jobs.values()), key=lambda v: v.created_at, reverse=True)
+        return views[:limit]
+
+    async def depth(self) -> int:
+        return sum(1 for j in self._jobs.values() if j.view.status is JobStatus.QUEUED)
+
+    def _prune(self) -> None:
+        cutoff = time.time() - JOB_TTL_S
+        finished = sorted(
+            (j for j in self._jobs.values() if j.view.status.terminal), key=lambda j: j.view.updated_at
+        )
+        excess = len(self._jobs) - LOCAL_MAX_JOBS
+        for job in finished:
+            if job.view.updated_at < cutoff or excess > 0:
+                del self._jobs[job.view.id]
+                excess -= 1
+
+    async def aclose(self) -> None:
+        tasks = [j.task for j in self._jobs.values() if j.task is not None and not j.task.done()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,127 @@
+"""An archive's bytes, end to end: objects → prefetcher → writer → (tee) → the caller.
+
+The pipeline reads in one direction. `Objects.open` yields each entry's bytes, the
+`Prefetcher` (inside `write_archive`) fetches ahead within a byte budget and hands them
+over in order, the writer frames them, and when this stream wins the build lock the `Tee`
+copies every chunk into a cache object. Every stage closes the one before it (`aclosing`,
+the prefetcher's own shielded close), so a client that leaves or a source that fails
+stops everything upstream at once and nothing is left running unawaited.
+
+One exception, on purpose: a teed stream runs in a `Build` task owned here, so that when
+its client leaves it can finish the cache object for the next request
+(`ZIPEDGE_TEE_ON_DISCONNECT=finish`), up to `ZIPEDGE_MAX_BUILDS` at a time per process;
+beyond that, or with `abort`, the build stops with its client. `aclose` stops them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator
+
+from service.archive.manifest import Manifest
+from service.cache.base import CacheEntry
+from service.cache.tee import Build, Tee
+from service.constants import TEE_MAX_LAG_BYTES
+from service.exceptions import CacheWriteFailed, DependencyUnavailable
+from service.objects import Objects
+from service.runtime import Runtime
+from service.writer import Progress, write_archive
+
+logger = logging.getLogger(__name__)
+
+
+def cache_entry(manifest: Manifest) -> CacheEntry:
+    return CacheEntry(
+        archive_id=manifest.archive_id,
+        size=manifest.size,
+        filename=manifest.filename,
+        last_modified=manifest.last_modified,
+    )
+
+
+class Streams:
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self._settings = runtime.settings
+        self._objects = Objects(runtime.source, runtime.origin, runtime.listings)
+        #: builds whose cache write is not settled yet (attached or not)
+        self._builds: set[Build] = set()
+        self.active = 0
+
+    @property
+    def building(self) -> int:
+        """Builds whose cache write is not settled yet (with or without their client)."""
+        return len(self._builds)
+
+    @property
+    def background_builds(self) -> int:
+        """Builds still running for the cache alone (their client left)."""
+        return sum(1 for build in self._builds if not build.attached)
+
+    def write(self, manifest: Manifest, progress: Progress | None = None) -> AsyncGenerator[bytes, None]:
+        """The archive's bytes, untee'd: `StreamAborted` if an object cannot be read."""
+        return write_archive(
+            manifest,
+            self._objects.open,
+            concurrency=self._settings.fetch_concurrency,
+            budget=self._settings.prefetch_bytes,
+            progress=progress,
+        )
+
+    async def stream(self, manifest: Manifest, *, tee: bool = True) -> AsyncIterator[bytes]:
+        """The archive's bytes for one client, teed into the cache when `tee` and this
+        stream wins the build lock. Raises `StreamAborted` if an object cannot be read."""
+        self.active += 1
+        try:
+            opened = await self._open_tee(manifest) if tee else None
+            if opened is None:
+                async with contextlib.aclosing(self.write(manifest)) as chunks:
+                    async for chunk in chunks:
+                        yield chunk
+                return
+            build = Build(self.write(manifest), opened)
+            self._builds.add(build)
+            build.tee.task.add_done_callback(lambda _: self._builds.discard(build))
+            try:
+                async for chunk in build.client_chunks():
+                    yield chunk
+            finally:
+                finish = self._settings.finish_on_disconnect
+                if finish and self.background_builds >= self._settings.max_builds:
+                    logger.info(
+                        "%d builds already finishing for the cache: not this one", self.background_builds
+                    )
+                    finish = False
+                build.detach(finish=finish)
+        finally:
+            self.active -= 1
+
+    async def _open_tee(self, manifest: Manifest) -> Tee | None:
+        cache = self._runtime.cache
+        if cache is None:
+            return None
+        lease = await self._runtime.lock.try_acquire(manifest.archive_id)
+        if lease is None:
+            return None  # someone else is building it: stream without teeing
+        try:
+            writer = await cache.writer(cache_entry(manifest))
+        except (CacheWriteFailed, DependencyUnavailable) as exc:
+            logger.warning("cache write of %s not started: %s", manifest.archive_id, exc.message)
+            await lease.release()
+            return None
+        except BaseException:
+            # The client left (or the server stops) while the upload was being created:
+            # let go of the lock now, or its renewal would keep it until the process exits.
+            await asyncio.shield(lease.release())
+            raise
+        return Tee(writer, lease, max_lag=TEE_MAX_LAG_BYTES, archive_id=manifest.archive_id)
+
+    async def aclose(self) -> None:
+        """Stop every build; their uploads are aborted, nothing partial remains."""
+        builds = list(self._builds)
+        for build in builds:
+            build.detach(finish=False)
+            build.tee.drop("shutting down")
+        await asyncio.gather(*(b.wait() for b in builds), return_exceptions=True)
