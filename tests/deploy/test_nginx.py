@@ -23,7 +23,7 @@ import anyio.to_thread
 import httpx
 import pytest
 
-from service.stack.nginx import Nginx, placeholders, render
+from service.stack.nginx import Nginx, defaults, placeholders, render, required
 from tests.servers import serve
 
 pytestmark = pytest.mark.integration
@@ -155,6 +155,31 @@ def test_render_refuses_missing_unused_and_unsafe_values(tmp_path: Path) -> None
     assert render("# @@X@@ is\nx @@X@@;\n", {"X": "1"}) == "# @@X@@ is\nx 1;\n"
 
 
+def test_placeholders_with_defaults(tmp_path: Path) -> None:
+    template = "# @@B:-9@@ is documented\na @@A@@;\nb @@B:-2@@ @@B:-2@@;\nc @@C:-x/y@@;\n"
+    assert placeholders(template) == {"A", "B", "C"}
+    assert required(template) == {"A"}
+    assert defaults(template) == {"B": "2", "C": "x/y"}
+    assert render(template, {"A": "1"}) == "# @@B:-9@@ is documented\na 1;\nb 2 2;\nc x/y;\n"
+    assert render(template, {"A": "1", "B": "5"}) == "# @@B:-9@@ is documented\na 1;\nb 5 5;\nc x/y;\n"
+    with pytest.raises(ValueError, match="A"):
+        render(template, {"B": "5"})
+    with pytest.raises(ValueError, match="two defaults"):
+        render("x @@X:-1@@ @@X:-2@@;", {})
+    with pytest.raises(ValueError, match="single nginx token"):
+        render("x @@X:-1; include /etc/passwd@@;", {})
+    # the shell renderer (Docker) agrees, on defaults and overrides alike
+    source, out = tmp_path / "t.conf.template", tmp_path / "t.conf"
+    source.write_text(template)
+    for env in ({"A": "1"}, {"A": "1", "B": "5"}):
+        subprocess.run(
+            ["sh", str(RENDER_SCRIPT), str(source), str(out)],
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env},
+            check=True,
+        )
+        assert out.read_text() == render(template, env)
+
+
 @pytest.mark.parametrize(
     ("template", "values"),
     [(NGINX_TEMPLATE, {"upstream": "service:8000"}), (EDGE_TEMPLATE, EDGE_VALUES)],
@@ -178,6 +203,18 @@ def test_docker_renderer_matches_the_python_one(
         check=True,
     )
     assert out.read_text() == render(template.read_text(), env)
+    # defaults apply when unset, and a value overrides them, in both renderers
+    for name, default in defaults(template.read_text()).items():
+        override = {**env, name: "1234"}
+        subprocess.run(
+            ["sh", str(RENDER_SCRIPT), str(template), str(out)],
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **override},
+            check=True,
+        )
+        assert out.read_text() == render(template.read_text(), override)
+        assert out.read_text() != render(template.read_text(), env), (
+            f"{name} (default {default}) was not overridden"
+        )
 
     missing = {k: v for k, v in env.items() if k != "RUNTIME_DIR"}
     failed = subprocess.run(
