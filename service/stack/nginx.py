@@ -6,7 +6,7 @@ is one with a default, used when no value is given. `Nginx` fills `LISTEN`,
 `RUNTIME_DIR`, `ERROR_LOG` and `ACCESS_LOG` itself and every other placeholder from its
 keyword arguments (`upstream="127.0.0.1:8000"` fills `@@UPSTREAM@@`), checks the result
 with `nginx -t`, then runs it in the foreground with everything (pid file, temp files,
-cache, logs) inside `data_dir`, so no root and no /etc/nginx are needed.
+cache, sockets, logs) inside `data_dir`, so no root and no /etc/nginx are needed.
 """
 
 from __future__ import annotations
@@ -250,6 +250,12 @@ class Nginx(ManagedProcess):
         return pid == self._proc.pid and answers(self.port)
 
     def _spawn(self) -> None:
+        # A killed nginx leaves its unix sockets (the edge's hops) behind and bind() then
+        # fails on them. The data dir is this launcher's alone: any socket in it is such
+        # a leftover.
+        for path in self.data_dir.glob("*.sock"):
+            if path.is_socket():
+                path.unlink(missing_ok=True)
         self._popen(self._command(), cwd=self.data_dir)
 
     def _reap(self) -> None:

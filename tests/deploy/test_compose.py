@@ -161,7 +161,16 @@ def test_templates_get_every_value(services: dict[str, dict[str, Any]], name: st
     assert entrypoint[:2] == ["/bin/sh", "/zipedge/nginx/render-template.sh"]
     assert entrypoint[2] == f"/zipedge/{template}/nginx.conf.template"
     assert entrypoint[3] == "/etc/nginx/nginx.conf"
-    assert service["command"] == ["nginx", "-g", "daemon off;"]
+    if name == "edge":
+        # stale unix sockets of a killed edge are removed from RUNTIME_DIR first
+        runtime_dir = env(service)["RUNTIME_DIR"]
+        assert service["command"] == [
+            "/bin/sh",
+            "-c",
+            f"rm -f {runtime_dir}/*.sock && exec nginx -g 'daemon off;'",
+        ]
+    else:
+        assert service["command"] == ["nginx", "-g", "daemon off;"]
     # every mounted host path exists in the repo
     mounts = {v.split(":")[1]: v.split(":")[0] for v in service["volumes"] if v.startswith("./")}
     for host in mounts.values():

@@ -178,6 +178,17 @@ def test_placeholders_with_defaults(tmp_path: Path) -> None:
             check=True,
         )
         assert out.read_text() == render(template, env)
+    # the shipped templates' defaults
+    assert "ORIGIN_TIMEOUT" in defaults(EDGE_TEMPLATE.read_text())
+
+
+def test_the_edge_starts_over_sockets_a_killed_edge_left(tmp_path: Path) -> None:
+    # a killed nginx leaves its unix sockets; bind() fails on an existing path
+    for name in ("origin.sock", "relay.sock"):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stale:
+            stale.bind(str(tmp_path / name))
+    with Nginx("edge", EDGE_TEMPLATE, tmp_path, **EDGE_VALUES) as edge, client(edge.url) as http:
+        assert http.get("/zipedge-cache/x.zip").status_code == 502  # up; the origin is not
 
 
 @pytest.mark.parametrize(
