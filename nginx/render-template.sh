@@ -2,8 +2,10 @@
 # render-template.sh TEMPLATE OUTPUT [COMMAND...]
 #
 # Writes TEMPLATE to OUTPUT with every @@NAME@@ placeholder replaced by the environment
-# variable NAME (comment lines are copied as they are), then execs COMMAND (e.g. nginx -g 'daemon off;'). Fails, naming the
-# variable, when one is unset, so a container never starts with a half-rendered config.
+# variable NAME, and every @@NAME:-default@@ by NAME or else its default (comment lines
+# are copied as they are), then execs COMMAND (e.g. nginx -g 'daemon off;'). Fails,
+# naming the variable, when one without a default is unset, so a container never starts
+# with a half-rendered config.
 # The same rules as service/stack/nginx.py; used by docker-compose.yml for nginx/ and
 # edge/. POSIX sh + awk only (the official nginx image has both).
 set -eu
@@ -21,14 +23,23 @@ awk '
 {
     line = $0
     out = ""
-    while (match(line, /@@[A-Z][A-Z0-9_]*@@/)) {
+    while (match(line, /@@[A-Z][A-Z0-9_]*(:-[^@]*)?@@/)) {
         name = substr(line, RSTART + 2, RLENGTH - 4)
-        if (!(name in ENVIRON)) {
+        split_at = index(name, ":-")
+        if (split_at) {
+            fallback = substr(name, split_at + 2)
+            name = substr(name, 1, split_at - 1)
+        }
+        if (name in ENVIRON) {
+            value = ENVIRON[name]
+        } else if (split_at) {
+            value = fallback
+        } else {
             printf "render-template: %s is not set (line %d of %s)\n", name, NR, FILENAME > "/dev/stderr"
             failed = 1
             exit 1
         }
-        out = out substr(line, 1, RSTART - 1) ENVIRON[name]
+        out = out substr(line, 1, RSTART - 1) value
         line = substr(line, RSTART + RLENGTH)
     }
     print out line

@@ -1,11 +1,12 @@
 """Debian's `nginx` on a loopback port, from one of the repo's config templates.
 
 A template (`nginx/nginx.conf.template`, `edge/nginx.conf.template`) holds `@@NAME@@`
-placeholders, a style that cannot clash with nginx's own `$variables`. `Nginx` fills
-`LISTEN`, `RUNTIME_DIR`, `ERROR_LOG` and `ACCESS_LOG` itself and every other placeholder
-from its keyword arguments (`upstream="127.0.0.1:8000"` fills `@@UPSTREAM@@`), checks the
-result with `nginx -t`, then runs it in the foreground with everything (pid file, temp
-files, cache, logs) inside `data_dir`, so no root and no /etc/nginx are needed.
+placeholders, a style that cannot clash with nginx's own `$variables`; `@@NAME:-value@@`
+is one with a default, used when no value is given. `Nginx` fills `LISTEN`,
+`RUNTIME_DIR`, `ERROR_LOG` and `ACCESS_LOG` itself and every other placeholder from its
+keyword arguments (`upstream="127.0.0.1:8000"` fills `@@UPSTREAM@@`), checks the result
+with `nginx -t`, then runs it in the foreground with everything (pid file, temp files,
+cache, sockets, logs) inside `data_dir`, so no root and no /etc/nginx are needed.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from service.stack.ports import HOST, free_port
@@ -32,7 +33,8 @@ _START_ATTEMPTS = 3
 
 #: Placeholders the launcher fills itself.
 BUILTIN_PLACEHOLDERS = frozenset({"LISTEN", "RUNTIME_DIR", "ERROR_LOG", "ACCESS_LOG"})
-_PLACEHOLDER = re.compile(r"@@([A-Z][A-Z0-9_]*)@@")
+#: `@@NAME@@`, or `@@NAME:-default@@` (group 2: the default, None without one).
+_PLACEHOLDER = re.compile(r"@@([A-Z][A-Z0-9_]*)(?::-([^@]*))?@@")
 #: A value is one nginx token: nothing that could end a directive or open a block.
 _UNSAFE_VALUE = re.compile(r"[\s;{}\"'#$\\]")
 
@@ -49,29 +51,56 @@ def _is_comment(line: str) -> bool:
     return line.lstrip().startswith("#")
 
 
+def _uses(template: str) -> Iterator[tuple[str, str | None]]:
+    """(name, default or None) of every placeholder outside comment lines."""
+    for line in template.splitlines():
+        if not _is_comment(line):
+            for match in _PLACEHOLDER.finditer(line):
+                yield match.group(1), match.group(2)
+
+
 def placeholders(template: str) -> set[str]:
-    """The `@@NAME@@` placeholders a template uses (comment lines do not count)."""
-    return {
-        name for line in template.splitlines() if not _is_comment(line) for name in _PLACEHOLDER.findall(line)
-    }
+    """The placeholders a template uses, with or without a default (comment lines do not
+    count)."""
+    return {name for name, _ in _uses(template)}
+
+
+def defaults(template: str) -> dict[str, str]:
+    """The defaults of a template's `@@NAME:-default@@` placeholders. Raises `ValueError`
+    when one name is given two different defaults."""
+    found: dict[str, str] = {}
+    for name, default in _uses(template):
+        if default is not None and found.setdefault(name, default) != default:
+            raise ValueError(f"{name} has two defaults: {found[name]!r} and {default!r}")
+    return found
+
+
+def required(template: str) -> set[str]:
+    """The placeholders that need a value: used at least once without a default."""
+    return {name for name, default in _uses(template) if default is None}
 
 
 def render(template: str, values: Mapping[str, str]) -> str:
-    """`template` with every `@@NAME@@` replaced by `values[NAME]`; comment lines are
-    kept as they are (they document the placeholders). nginx/render-template.sh does the
-    same for Docker.
+    """`template` with every `@@NAME@@` replaced by `values[NAME]` and every
+    `@@NAME:-default@@` by `values[NAME]` or else its default; comment lines are kept as
+    they are (they document the placeholders). nginx/render-template.sh does the same
+    for Docker.
 
-    Raises `ValueError` for a placeholder without a value and for a value that is not a
-    single nginx token (a space, `;` or brace would silently change the config).
+    Raises `ValueError` for a placeholder without a value and for a value (or default)
+    that is not a single nginx token (a space, `;` or brace would silently change the
+    config).
     """
-    missing = placeholders(template) - values.keys()
+    missing = required(template) - values.keys()
     if missing:
         raise ValueError(f"no value for {', '.join(sorted(missing))}")
-    for name, value in values.items():
+    effective = {**defaults(template), **values}
+    for name, value in effective.items():
         if not value or _UNSAFE_VALUE.search(value):
             raise ValueError(f"{name}={value!r} is empty or not a single nginx token")
     return "".join(
-        line if _is_comment(line) else _PLACEHOLDER.sub(lambda m: values[m.group(1)], line)
+        line
+        if _is_comment(line)
+        else _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(2) or ""), line)
         for line in template.splitlines(keepends=True)
     )
 
@@ -221,6 +250,12 @@ class Nginx(ManagedProcess):
         return pid == self._proc.pid and answers(self.port)
 
     def _spawn(self) -> None:
+        # A killed nginx leaves its unix sockets (the edge's hops) behind and bind() then
+        # fails on them. The data dir is this launcher's alone: any socket in it is such
+        # a leftover.
+        for path in self.data_dir.glob("*.sock"):
+            if path.is_socket():
+                path.unlink(missing_ok=True)
         self._popen(self._command(), cwd=self.data_dir)
 
     def _reap(self) -> None:
