@@ -273,6 +273,23 @@ LISTING_ZLIB_LEVEL = 1
 #: stream on the event loop.
 LISTING_INLINE_CODEC_BYTES = 64 * 1024
 
+# --- object index ------------------------------------------------------------------------
+
+#: A Redis index hash lives this long after its last write (seconds): a CRC costs a whole
+#: read to learn and 16 bytes to keep.
+INDEX_TTL_S = 400 * 24 * 3600
+#: Longest wait for one index round trip to Redis (seconds); past it the CRCs count as
+#: unknown (data descriptors) rather than holding a request.
+INDEX_REDIS_OP_TIMEOUT_S = 1.0
+#: Keys per SQLite `IN (...)` query (SQLite allows 32,766 host parameters; smaller
+#: batches keep each query short).
+INDEX_SQLITE_BATCH = 500
+#: How long an SQLite write waits for another process's lock (milliseconds).
+INDEX_SQLITE_BUSY_MS = 5000
+
+#: An adapter that keeps failing logs it at most once per this many seconds.
+LOG_INTERVAL_S = 60.0
+
 # --- limits --------------------------------------------------------------------------------
 
 #: Longest date range accepted (days, both ends inclusive; ZIPEDGE_MAX_RANGE_DAYS).
