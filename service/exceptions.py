@@ -14,6 +14,7 @@ exc`), so no botocore, httpx or redis exception ever reaches a request handler.
   | - UnknownJob            404  no job with that id
   | - ObjectNotFound        404  a named key or URL does not exist
   | - TooLarge              413  over the hard entry or byte limits
+  | - RangeNotSatisfiable   416  a Range wholly past the end of the archive
   + SourceError                  reading an object failed
   | - ObjectMissing              the object vanished after the manifest was made
   | - ObjectChanged              ETag or size differ from the manifest
@@ -89,6 +90,16 @@ class ObjectNotFound(RequestError):
 class TooLarge(RequestError):
     status_code = 413
     code = "too_large"
+
+
+class RangeNotSatisfiable(RequestError):
+    status_code = 416
+    code = "range_not_satisfiable"
+
+    def __init__(self, message: str, *, size: int) -> None:
+        super().__init__(message)
+        #: the archive's size, for `Content-Range: bytes */<size>`
+        self.size = size
 
 
 class SourceError(ZipedgeError):
