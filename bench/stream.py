@@ -297,8 +297,12 @@ class _CurlProgress:
     included, plus a few KB of startup reads; good enough to place the RSS marks)."""
 
     def __init__(self, pid: int) -> None:
-        self._proc: psutil.Process | None = psutil.Process(pid)
         self.received = 0
+        self._proc: psutil.Process | None = None
+        try:
+            self._proc = psutil.Process(pid)
+        except psutil.NoSuchProcess:  # a short transfer: curl has exited and been reaped already
+            pass
 
     def __call__(self) -> int:
         if self._proc is not None:
