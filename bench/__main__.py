@@ -6,11 +6,10 @@ Starts SeaweedFS in a temp dir and uploads the datasets, then, by part (`--only`
   between the clients and SeaweedFS) and each dataset, the concurrent-GET ceiling, the
   sequential baseline and zipedge's cold stream; then a >= 2 GiB archive to show the
   service's RSS stays flat;
-* redirects, edge (issue 3): a cached 30-day range, redirect latency and requests/s
-  against a trivial Starlette redirect; edge HIT throughput against nginx serving the
-  same file;
-* jobs (issue 4): POST /v1/jobs -> ready against streaming the same bytes; jobs/minute
-  with one and two workers.
+* redirects, edge: a cached 30-day range, redirect latency and requests/s against a
+  trivial Starlette redirect; edge HIT throughput against nginx serving the same file;
+* jobs: POST /v1/jobs -> ready against streaming the same bytes; jobs/minute with one and
+  two workers.
 
 Prints a table per part and writes var/bench/results.json. Exits non-zero only if the run
 broke (a process failed, or the service sent something other than a complete valid

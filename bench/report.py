@@ -16,16 +16,16 @@ from bench.wrk import WrkResult
 
 MiB = 1024 * 1024
 
-# The issue's targets.
+# Stream targets.
 TARGET_CEILING_RATIO = 0.9  # of the concurrent-GET ceiling, in both settings
 TARGET_BASELINE_RATIO = 10.0  # × the sequential baseline, with the added round trip
-# The issue states the ×10 target for the 200 KiB objects (~26 s sequential vs ~2 s
+# The ×10 target is stated for the 200 KiB objects (~26 s sequential vs ~2 s
 # concurrent at 20 ms). For 5 MiB objects transfer time dominates the round trip, so even the
 # raw ceiling is only a few times the sequential baseline: shown, not judged.
 BASELINE_TARGET_DATASETS = frozenset({"small"})
 TARGET_TTFB_S = 0.050  # on loopback
 TARGET_RSS_EXTRA = 32 * MiB  # RSS growth allowed on top of the prefetch budget
-# Issue 3 (a cached 30-day range, one service process).
+# Redirects and the edge (a cached 30-day range, one service process).
 TARGET_REDIRECT_P50_S = 0.002
 TARGET_REDIRECT_RATIO = 0.25  # × the trivial Starlette redirect's requests/s
 TARGET_EDGE_RATIO = 0.5  # edge HIT × nginx serving the same file from disk
@@ -269,7 +269,7 @@ def _targets(all_checks: list[Check]) -> list[str]:
     return out
 
 
-# --- issue 3: redirects and the edge ------------------------------------------------------
+# --- redirects and the edge -------------------------------------------------------------------
 
 
 def redirect_checks(res: RedirectResult) -> list[Check]:
@@ -395,7 +395,7 @@ def render_edge(res: EdgeResult, all_checks: list[Check], wrk_line: str) -> str:
     return "\n".join(out)
 
 
-# --- issue 4: jobs ---------------------------------------------------------------------------
+# --- jobs ------------------------------------------------------------------------------------
 
 
 def jobs_checks(res: JobsResult) -> list[Check]:

@@ -423,8 +423,8 @@ class StreamSession:
     Timed runs only count the body (curl: into /dev/null; httpx: count and CRC): writing
     GBs on the measuring side, even to tmpfs, cost this 2-core VM a third of its
     throughput. `check()` makes one more, untimed request, keeps it and checks it member
-    by member; every timed run must have received the very same archive (DESIGN §3: same
-    selection, same objects, same bytes).
+    by member; every timed run must have received the very same archive (the same
+    selection of the same objects gives the same bytes).
     """
 
     def __init__(
