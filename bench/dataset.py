@@ -73,11 +73,11 @@ class Dataset:
 
     def describe(self) -> str:
         sizes = sorted({o.size for o in self.objects})
-        size = _human(sizes[0]) if len(sizes) == 1 else "mixed"
+        size = human_size(sizes[0]) if len(sizes) == 1 else "mixed"
         return f"{self.count} × {size}"
 
 
-def _human(n: int) -> str:
+def human_size(n: int) -> str:
     if n % MiB == 0:
         return f"{n // MiB} MiB"
     if n % KiB == 0:
