@@ -16,6 +16,9 @@ Starts SeaweedFS in a temp dir and uploads the datasets, then, by part (`--only`
 Prints a table per part and writes var/bench/results.json. Exits non-zero only if the run
 broke (a process failed, or the service sent something other than a complete valid
 archive); missed targets are reported, not fatal.
+
+`--profile` runs none of that: one cold 1,000 × 200 KiB stream with the service under
+py-spy (or cProfile when py-spy cannot attach), see bench/profile.py.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import cached, ceiling, jobs
+from bench import cached, ceiling, jobs, profile
 from bench.dataset import Content, Dataset, standard_datasets, upload_dataset
 from bench.report import (
     Check,
@@ -125,6 +128,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--service-env", action="append", default=[], metavar="KEY=VALUE", help="extra service env"
     )
     p.add_argument("--out", type=Path, default=ROOT / "var" / "bench" / "results.json")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="instead of the parts: one cold stream of the small dataset (loopback) with the service "
+        "profiled; the profile goes next to --out",
+    )
+    p.add_argument(
+        "--profiler",
+        choices=profile.PROFILERS,
+        default="auto",
+        help="--profile with py-spy attached to the service, with cProfile (the service started "
+        "under `python -m cProfile`), or py-spy if it can attach and cProfile if not (auto)",
+    )
+    p.add_argument(
+        "--profile-format",
+        choices=profile.PY_SPY_FORMATS,
+        default="flamegraph",
+        help="py-spy's output: an SVG flamegraph or a speedscope JSON file",
+    )
     args = p.parse_args(argv)
     args.settings = [s.strip() for s in args.settings.split(",") if s.strip()]
     args.datasets = [s.strip() for s in args.datasets.split(",") if s.strip()]
@@ -547,10 +569,38 @@ async def run(args: argparse.Namespace) -> int:
     return 1 if res.broken else 0
 
 
+async def run_profile(args: argparse.Namespace) -> int:
+    """`--profile`: one cold stream of the small dataset on loopback, the service profiled."""
+    ds = standard_datasets(args.quick)["small"]
+    content = Content(args.seed)
+    logs = args.out.parent / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="zipedge-bench-")))
+        archives = Path(stack.enter_context(archive_dir(ds.total_bytes)))
+        direct, weed_pid = stack.enter_context(storage(args, tmp))
+        await upload(direct, [ds], content)
+        result = await profile.profile_stream(
+            direct,
+            ds,
+            content,
+            service_env(args),
+            server_pids={"seaweedfs": weed_pid},
+            out_dir=args.out.parent,
+            logs=logs,
+            tmp=archives,
+            profiler=args.profiler,
+            fmt=args.profile_format,
+            log=log,
+        )
+    print(result.describe())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
-        code = asyncio.run(run(args))
+        code = asyncio.run(run_profile(args) if args.profile else run(args))
     except BenchError as exc:
         log(f"run broken: {exc}")
         code = 1

@@ -508,14 +508,22 @@ class StreamSession:
         self.runs.append(run)
         return run
 
-    async def check(self) -> StreamSummary:
+    async def run_checked(self) -> StreamRun:
+        """One stream kept and checked member by member (`members` set); not in `runs`."""
         checked = await self._once(self._url, self._out)
         try:
-            members = await asyncio.to_thread(verify_archive, self._out, self._ds.objects, self._content)
+            checked.members = await asyncio.to_thread(
+                verify_archive, self._out, self._ds.objects, self._content
+            )
             if checked.crc32 is None:
                 checked.crc32 = await asyncio.to_thread(file_crc32, self._out)
         finally:
             self._out.unlink(missing_ok=True)
+        return checked
+
+    async def check(self) -> StreamSummary:
+        checked = await self.run_checked()
+        members = checked.members
         for run in self.runs:
             # httpx runs carry their own CRC; curl runs are tied by length and ETag only.
             same_crc = run.crc32 is None or run.crc32 == checked.crc32
