@@ -24,7 +24,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any
@@ -130,7 +130,17 @@ class Downloads:
         return manifest
 
     async def stored(self, archive_id: str) -> Manifest:
-        return await self._runtime.manifests.get(archive_id)
+        """A posted archive, with the CRCs the index has learned since it was posted (a
+        new layout of the same objects: its own ETag)."""
+        manifest = await self._runtime.manifests.get(archive_id)
+        known = await self._known_crcs(manifest)
+        if all(crc == entry.crc32 for crc, entry in zip(known, manifest.entries, strict=True)):
+            return manifest
+        entries = tuple(
+            replace(entry, crc32=crc) if crc is not None else entry
+            for entry, crc in zip(manifest.entries, known, strict=True)
+        )
+        return Manifest(entries=entries, source=manifest.source, filename=manifest.filename)
 
     # --- answers -------------------------------------------------------------------------
 
@@ -138,26 +148,27 @@ class Downloads:
         self,
         manifest: Manifest,
         *,
+        selection: str,
         method: str,
         headers: Mapping[str, str],
         base_url: str,
         caller: Caller = UNAUTHENTICATED,
     ) -> Outcome:
+        """`selection` is a stable key of what was asked for (`range:<from>:<to>`,
+        `archive:<id>`): ranged requests of one download are tied to it."""
         cached, tee = await self._cached(manifest)
         etag = etag_of(cached.archive_id if cached else manifest.archive_id)
         unmodified = headers.get("if-none-match")
-        if unmodified is not None:
-            etags = {etag, etag_of(manifest.archive_id)}
-            if not cached and (served := await self._served_id(manifest)):
-                etags.add(etag_of(served))
-            if found := _matches(unmodified, etags):
-                return NotModified(found)
+        if unmodified is not None and (
+            found := await self._unmodified(unmodified, manifest, selection, etag)
+        ):
+            return NotModified(found)
         if cached:
             return await self._from_cache(manifest, cached, method=method, base_url=base_url)
 
         requested = headers.get("range")
         if requested is not None and method in ("GET", "HEAD"):
-            layout = await self._layout_for(manifest, headers.get("if-range"))
+            layout = await self._layout_for(manifest, selection, headers.get("if-range"))
             if layout is not None:
                 window = parse_range(requested, layout.size)  # RangeNotSatisfiable: a 416
                 if window is not None:
@@ -168,7 +179,7 @@ class Downloads:
             if method == "HEAD":
                 return Deferred(manifest.objects_id, None)
             return Deferred(manifest.objects_id, await self._jobs.submit(manifest))
-        await self._remember_served(manifest)
+        await self._remember_served(selection, manifest)
         return Stream(manifest, self._headers(manifest), lambda: self._streams.stream(manifest, tee=tee))
 
     async def cached_url(
@@ -233,16 +244,25 @@ class Downloads:
 
     # --- layouts and ranges --------------------------------------------------------------
 
-    async def _served_id(self, manifest: Manifest) -> str | None:
+    async def _unmodified(self, header: str, manifest: Manifest, selection: str, etag: str) -> str | None:
+        """The ETag of `If-None-Match` that still names these objects' bytes: the current
+        layout, the cached one, or the one this selection was served as (the same
+        objects, laid out before more CRCs were known)."""
+        found = _matches(header, {etag, etag_of(manifest.archive_id)})
+        if found is not None:
+            return found
         try:
-            return await self._runtime.manifests.served(manifest.objects_id)
-        except DependencyUnavailable as exc:
-            logger.warning("cannot tell which layout was served: %s", exc.message)
+            served_id = await self._runtime.manifests.served(selection)
+        except DependencyUnavailable:
             return None
+        if served_id is None or _matches(header, {etag_of(served_id)}) is None:
+            return None
+        layout = await self._load(served_id)
+        return etag_of(served_id) if layout is not None and layout.objects_id == manifest.objects_id else None
 
-    async def _remember_served(self, manifest: Manifest) -> None:
+    async def _remember_served(self, selection: str, manifest: Manifest) -> None:
         try:
-            await self._runtime.manifests.serve(manifest)
+            await self._runtime.manifests.serve(selection, manifest)
         except DependencyUnavailable as exc:
             # The stream is fine; only a later resume may get the whole archive again.
             logger.warning("could not remember the layout served: %s", exc.message)
@@ -264,19 +284,29 @@ class Downloads:
             self._layouts.popitem(last=False)
         return loaded
 
-    async def _layout_for(self, manifest: Manifest, if_range: str | None) -> Manifest | None:
-        """The layout a ranged request belongs to: the one its `If-Range` names (None when
-        that is not these objects any more: then the whole archive is sent), else the one
-        these objects were last served as, else the current one."""
-        candidates = [manifest]
-        served = await self._served_id(manifest)
-        if served and served != manifest.archive_id:
-            layout = await self._load(served)
-            if layout is not None and layout.objects_id == manifest.objects_id:
-                candidates.insert(0, layout)
+    async def _layout_for(self, manifest: Manifest, selection: str, if_range: str | None) -> Manifest | None:
+        """The layout a ranged request belongs to.
+
+        Without `If-Range` (curl -C -, download managers): the one this selection was last
+        served as, so every part of a download is cut from the same bytes; if one of its
+        objects changed since, reading it fails and the connection is cut (never a part of
+        another archive). With `If-Range`: the layout it names if that is still these very
+        objects, else None (the whole current archive is sent)."""
+        try:
+            served_id = await self._runtime.manifests.served(selection)
+        except DependencyUnavailable as exc:
+            logger.warning("cannot tell which layout was served: %s", exc.message)
+            served_id = None
+        served = None
+        if served_id == manifest.archive_id:
+            served = manifest
+        elif served_id is not None:
+            served = await self._load(served_id)
         if if_range is None:
-            return candidates[0]
-        for layout in candidates:
+            return served or manifest
+        for layout in (served, manifest):
+            if layout is None or layout.objects_id != manifest.objects_id:
+                continue
             date = formatdate(layout.last_modified, usegmt=True)
             if if_range_holds(if_range, etag=etag_of(layout.archive_id), last_modified=date):
                 return layout

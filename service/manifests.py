@@ -5,9 +5,10 @@ Two kinds, the same interface:
 * posted archives (`put`): `GET /v1/archives/{id}.zip` works after a restart (folder, the
   embedded default) and from any process (Redis), for `MANIFEST_REDIS_TTL_S`;
 * layouts served by a live stream (`serve`): the manifest under its archive id, and which
-  archive id the objects were last served as. A download resumed or split into ranges
-  then gets exactly the bytes its first part came from, even if the service has learned
-  CRCs since (which would give the same objects a new layout). Kept `SERVED_LAYOUT_TTL_S`.
+  archive id a selection (a date range, a posted archive) was last served as. A download
+  resumed or split into ranges then gets exactly the bytes its first part came from, even
+  if the service has learned CRCs since (which gives the same objects a new layout), and
+  fails honestly if one of its objects changed. Kept `SERVED_LAYOUT_TTL_S`.
 
 A manifest is immutable and content-addressed, so writes are idempotent and need no lock.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import tempfile
 import time
@@ -49,18 +51,23 @@ class ManifestStore(Protocol):
         """The manifest, or `UnknownArchive`."""
         ...
 
-    async def serve(self, manifest: Manifest) -> None:
-        """A live stream is sending `manifest`: keep it, and remember it as the layout its
-        objects are served as."""
+    async def serve(self, selection: str, manifest: Manifest) -> None:
+        """A live stream is sending `manifest` for `selection` (a stable key of what was
+        asked for): keep it, and remember it as that selection's layout."""
         ...
 
-    async def served(self, objects_id: str) -> str | None:
-        """The archive id these objects were last served as, if still remembered."""
+    async def served(self, selection: str) -> str | None:
+        """The archive id `selection` was last served as, if still remembered."""
         ...
 
     async def check(self) -> None:
         """Raise `DependencyUnavailable` when the store cannot be reached."""
         ...
+
+
+def _selection_id(selection: str) -> str:
+    """A short file- and key-safe name for a selection key."""
+    return hashlib.sha256(selection.encode("utf-8")).hexdigest()[:32]
 
 
 def _unknown(archive_id: str) -> UnknownArchive:
@@ -110,8 +117,9 @@ class FolderManifestStore:
         base = self.directory / kind if kind else self.directory
         return base / archive_id[:2] / f"{archive_id}.json"
 
-    def _served_path(self, objects_id: str) -> Path:
-        return self.directory / "served" / objects_id[:2] / objects_id
+    def _served_path(self, selection: str) -> Path:
+        name = _selection_id(selection)
+        return self.directory / "served" / name[:2] / name
 
     def _put_sync(self, path: Path, blob: bytes) -> None:
         if not path.exists():
@@ -140,7 +148,7 @@ class FolderManifestStore:
             raise DependencyUnavailable(f"manifest folder: {exc.strerror}") from exc
         return await _decode(blob, archive_id)
 
-    async def serve(self, manifest: Manifest) -> None:
+    async def serve(self, selection: str, manifest: Manifest) -> None:
         blob = await _encode(manifest)
 
         def write() -> None:
@@ -149,15 +157,15 @@ class FolderManifestStore:
                 os.utime(layout)  # served again: kept longer
             else:
                 _write_atomically(layout, blob)
-            _write_atomically(self._served_path(manifest.objects_id), manifest.archive_id.encode())
+            _write_atomically(self._served_path(selection), manifest.archive_id.encode())
             self._prune()
 
         with _io_errors("manifest folder"):
             await asyncio.to_thread(write)
 
-    async def served(self, objects_id: str) -> str | None:
+    async def served(self, selection: str) -> str | None:
         def read() -> str | None:
-            path = self._served_path(objects_id)
+            path = self._served_path(selection)
             try:
                 if time.time() - path.stat().st_mtime > SERVED_LAYOUT_TTL_S:
                     return None
@@ -165,8 +173,6 @@ class FolderManifestStore:
             except (FileNotFoundError, UnicodeDecodeError):
                 return None
 
-        if not is_archive_id(objects_id):
-            return None
         with _io_errors("manifest folder"):
             return await asyncio.to_thread(read)
 
@@ -210,7 +216,7 @@ class RedisManifestStore:
             raise _unknown(archive_id)
         return await _decode(blob if isinstance(blob, bytes) else blob.encode(), archive_id)
 
-    async def serve(self, manifest: Manifest) -> None:
+    async def serve(self, selection: str, manifest: Manifest) -> None:
         key = REDIS_PREFIX + manifest.archive_id
         with _redis_errors():
             # A posted manifest keeps its own, longer lifetime (never shortened here).
@@ -219,12 +225,12 @@ class RedisManifestStore:
             ) and not await self._redis.exists(key):
                 await self._redis.set(key, await _encode(manifest), ex=SERVED_LAYOUT_TTL_S, nx=True)
             await self._redis.set(
-                REDIS_SERVED_PREFIX + manifest.objects_id, manifest.archive_id, ex=SERVED_LAYOUT_TTL_S
+                REDIS_SERVED_PREFIX + _selection_id(selection), manifest.archive_id, ex=SERVED_LAYOUT_TTL_S
             )
 
-    async def served(self, objects_id: str) -> str | None:
+    async def served(self, selection: str) -> str | None:
         with _redis_errors():
-            found = await self._redis.get(REDIS_SERVED_PREFIX + objects_id)
+            found = await self._redis.get(REDIS_SERVED_PREFIX + _selection_id(selection))
         if found is None:
             return None
         text = found.decode() if isinstance(found, bytes) else str(found)

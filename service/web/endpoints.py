@@ -23,9 +23,10 @@ from service.web.jobs import job_accepted
 from service.web.responses import ArchiveResponse
 
 
-async def answer(request: Request, manifest: Manifest) -> Response:
+async def answer(request: Request, manifest: Manifest, *, selection: str) -> Response:
     outcome: Outcome = await services(request).downloads.respond(
         manifest,
+        selection=selection,
         method=request.method,
         headers=request.headers,
         base_url=str(request.base_url),
@@ -58,7 +59,8 @@ async def zip_range(request: Request) -> Response:
         request.query_params.get("to"),
         max_days=services(request).runtime.settings.max_range_days,
     )
-    return await answer(request, await downloads.resolve_range(selection))
+    manifest = await downloads.resolve_range(selection)
+    return await answer(request, manifest, selection=f"range:{selection.start}:{selection.end}")
 
 
 async def create_archive(request: Request) -> Response:
@@ -82,7 +84,8 @@ async def get_archive(request: Request) -> Response:
     archive_id = request.path_params["archive_id"]
     if not is_archive_id(archive_id):
         raise UnknownArchive(f"no archive {archive_id!r}")
-    return await answer(request, await services(request).downloads.stored(archive_id))
+    manifest = await services(request).downloads.stored(archive_id)
+    return await answer(request, manifest, selection=f"archive:{archive_id}")
 
 
 async def cached_archive(request: Request) -> Response:

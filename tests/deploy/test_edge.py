@@ -517,6 +517,11 @@ def test_every_request_is_logged_once(edge: Edge) -> None:
     url = edge.presign(META_KEY, ExpiresIn=3616)
     assert get(url, Range="bytes=0-0").status_code == 206
     signature = dict(parse_qsl(urlsplit(url).query))["X-Amz-Signature"]
+    deadline = time.monotonic() + 10  # nginx logs a request once it is over: a moment after
+    while not (lines := [line for line in edge.access_log.read_text().splitlines() if signature in line]):
+        assert time.monotonic() < deadline, "the request was never logged"
+        time.sleep(0.05)
+    time.sleep(0.2)  # a second line, if the relay logged it too, would be there by now
     lines = [line for line in edge.access_log.read_text().splitlines() if signature in line]
     assert len(lines) == 1 and " 206 " in lines[0] and "cache=MISS" in lines[0]
 
