@@ -27,7 +27,7 @@ system-deps:
 
 ## run: demo photos in ./var/demo, then the service on http://$(HOST):$(PORT) (folder storage, no Redis)
 run: install
-	$(BIN)/zipedge demo
+	$(BIN)/zipedge demo --url http://$(HOST):$(PORT)
 	$(BIN)/zipedge serve --host $(HOST) --port $(PORT)
 
 ## test: everything needed, then the whole suite (real SeaweedFS, redis-server, archive tools)
