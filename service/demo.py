@@ -12,7 +12,7 @@ capture time has passed, so no mtime (and no archive's `Last-Modified`) lies in 
 future, and a later run adds the rest of the day.
 
 `write_example_photos` writes the fixed days the README's examples use
-(`EXAMPLE_DAYS`), with the one photo its posted example names (`EXAMPLE_KEY`).
+(`EXAMPLE_DAYS`), with the photos its posted example names (`EXAMPLE_PHOTOS`).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from PIL import Image, ImageDraw, ImageFont
 __all__ = [
     "EXAMPLE_DAYS",
     "EXAMPLE_KEY",
+    "EXAMPLE_PHOTOS",
     "DemoPhoto",
     "demo_photos",
     "render_photo",
@@ -115,16 +116,19 @@ def write_demo_photos(
 #: The UTC days the README's examples use, first and last; `write_example_photos`
 #: writes them whatever today is.
 EXAMPLE_DAYS = (date(2025, 1, 1), date(2025, 1, 5))
-#: The photo the README's posted example names, on the last example day.
-EXAMPLE_PHOTO = DemoPhoto("MH12AB1234", datetime(2025, 1, 5, 8, 30, 15, tzinfo=UTC))
-EXAMPLE_KEY = EXAMPLE_PHOTO.key
+#: The photos the README's posted example names (its first is the README's key example).
+EXAMPLE_PHOTOS = (
+    DemoPhoto("MH12AB1234", datetime(2025, 1, 5, 8, 30, 15, tzinfo=UTC)),
+    DemoPhoto("KA03MX0042", datetime(2025, 1, 4, 17, 15, 2, tzinfo=UTC)),
+)
+EXAMPLE_KEY = EXAMPLE_PHOTOS[0].key  #: "2025/01/05/MH12AB1234-083015.jpg"
 
 
 def write_example_photos(root: Path, *, per_day: int = 40, seed: int = 7) -> int:
-    """The demo photos of `EXAMPLE_DAYS`, plus `EXAMPLE_PHOTO`; the number written."""
+    """The demo photos of `EXAMPLE_DAYS`, plus `EXAMPLE_PHOTOS`; the number written."""
     first, last = EXAMPLE_DAYS
     return write_demo_photos(
-        root, days=(last - first).days + 1, per_day=per_day, end=last, seed=seed, extra=[EXAMPLE_PHOTO]
+        root, days=(last - first).days + 1, per_day=per_day, end=last, seed=seed, extra=EXAMPLE_PHOTOS
     )
 
 

@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from service.demo import EXAMPLE_DAYS, EXAMPLE_KEY, demo_photos, write_demo_photos, write_example_photos
+from service.demo import (
+    EXAMPLE_DAYS,
+    EXAMPLE_KEY,
+    EXAMPLE_PHOTOS,
+    demo_photos,
+    write_demo_photos,
+    write_example_photos,
+)
 
 NAME = re.compile(r"(?P<plate>[A-Z]{2}[0-9]{2}[A-Z]{1,2}[0-9]{4})-(?P<hms>[0-9]{6})\.jpg")
 END = date(2025, 1, 5)
@@ -136,7 +143,8 @@ def test_the_default_now_is_the_current_time(tmp_path: Path) -> None:
 def test_example_photos_are_the_readme_days_with_the_posted_key(tmp_path: Path) -> None:
     assert EXAMPLE_DAYS == (date(2025, 1, 1), date(2025, 1, 5))
     assert EXAMPLE_KEY == "2025/01/05/MH12AB1234-083015.jpg"
-    assert write_example_photos(tmp_path, per_day=2) == 11
+    assert [p.key for p in EXAMPLE_PHOTOS] == [EXAMPLE_KEY, "2025/01/04/KA03MX0042-171502.jpg"]
+    assert write_example_photos(tmp_path, per_day=2) == 12
     folders = {f.parent.relative_to(tmp_path).as_posix() for f in _files(tmp_path)}
     assert folders == {f"2025/01/0{d}" for d in range(1, 6)}
     example = tmp_path / EXAMPLE_KEY
