@@ -8,9 +8,12 @@ PORT   ?= 8000
 .PHONY: install system-deps run demo test lint format bench clean
 
 $(BIN)/python:
+	@echo "make: creating the virtualenv in ./$(VENV)"
 	$(PYTHON) -m venv $(VENV)
 
+# pip is quiet (-q) and the first install downloads everything: say so before it starts.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
+	@echo "make: installing zipedge and its dependencies into ./$(VENV) (pip; the first time takes a few minutes)"
 	$(BIN)/python -m pip install -q -U pip
 	$(BIN)/python -m pip install -q -e '.[demo,test,dev]'
 	touch $@
@@ -24,7 +27,7 @@ system-deps:
 
 ## run: demo photos in ./var/demo, then the service on http://$(HOST):$(PORT) (folder storage, no Redis)
 run: install
-	$(BIN)/zipedge demo
+	$(BIN)/zipedge demo --url http://$(HOST):$(PORT)
 	$(BIN)/zipedge serve --host $(HOST) --port $(PORT)
 
 ## test: everything needed, then the whole suite (real SeaweedFS, redis-server, archive tools)

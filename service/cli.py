@@ -1,5 +1,6 @@
-"""The `zipedge` command. Subcommands map flags onto settings; everything else is
-configured through the environment (README.md, "Configuration")."""
+"""The `zipedge` command: on-demand ZIP downloads of many photos, streamed at once with an
+exact size. Subcommands take a few flags; everything else is configured through
+environment variables (ZIPEDGE_SOURCE, ZIPEDGE_CACHE, ZIPEDGE_REDIS_URL, ...)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from service import __version__
 from service.exceptions import ConfigError
 from service.settings import Settings
 
@@ -43,7 +45,7 @@ def _demo(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime, timedelta
 
     try:
-        from service.demo import write_demo_photos
+        from service.demo import EXAMPLE_DAYS, write_demo_photos, write_example_photos
     except ImportError as exc:  # Pillow is the `demo` extra
         print(f"zipedge demo needs Pillow ({exc}): pip install 'zipedge[demo]'", file=sys.stderr)
         return 2
@@ -54,10 +56,16 @@ def _demo(args: argparse.Namespace) -> int:
         print("zipedge demo: ZIPEDGE_SOURCE is not a folder; pass --dir", file=sys.stderr)
         return 2
     end = datetime.now(UTC).date()
-    count = write_demo_photos(root, days=args.days, per_day=args.per_day, end=end)
     start = end - timedelta(days=args.days - 1)
-    print(f"zipedge demo: {count} photos in {root} for {start} .. {end}")
-    print(f"  try: http://127.0.0.1:8000/v1/zip?from={start}&to={end}")
+    count = write_demo_photos(root, days=args.days, per_day=args.per_day, end=end)
+    print(f"zipedge demo: photos in {root} for {start} .. {end} (today's up to now)")
+    if args.examples:
+        count += write_example_photos(root, per_day=args.per_day)
+        first, last = EXAMPLE_DAYS
+        print(f"zipedge demo: and for {first} .. {last}, the days of the README's examples")
+    print(f"zipedge demo: {count} new photos written")
+    # -L: once the archive is cached, the link answers with a redirect to it.
+    print(f"  try: curl -LOJ '{args.url.rstrip('/')}/v1/zip?from={start}&to={end}'")
     return 0
 
 
@@ -76,7 +84,7 @@ def _worker(args: argparse.Namespace) -> int:
     if not settings.redis_url:
         print("zipedge worker: set ZIPEDGE_REDIS_URL (jobs are shared through Redis)", file=sys.stderr)
         return 2
-    concurrency = args.concurrency or settings.worker_concurrency
+    concurrency = args.concurrency if args.concurrency is not None else settings.worker_concurrency
     print(
         f"zipedge worker: {concurrency} jobs at a time from {settings.redis_url}", file=sys.stderr, flush=True
     )
@@ -86,38 +94,88 @@ def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="zipedge", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option shows its default; an option whose default is None says in its own
+    words what happens without it."""
 
-    serve = commands.add_parser("serve", help="run the HTTP service")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True)
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+EPILOG = """Configuration: README.md ("Configuration") lists every environment variable;
+the HTTP API is docs/api.md, deployment docs/deployment.md. Run `zipedge COMMAND --help`
+for the options of one command."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="zipedge", description=__doc__, epilog=EPILOG, formatter_class=_HelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
+
+    def command(name: str, summary: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=summary, description=summary, formatter_class=_HelpFormatter)
+
+    serve = command("serve", "run the HTTP service (the page at /, the API under /v1)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on")
+    serve.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"], help="log verbosity"
+    )
+    serve.add_argument(
+        "--access-log", action=argparse.BooleanOptionalAction, default=True, help="log one line per request"
+    )
     serve.set_defaults(func=_serve)
 
-    worker = commands.add_parser("worker", help="run background jobs (needs ZIPEDGE_REDIS_URL)")
+    worker = command("worker", "run background jobs: archives too large to stream (needs ZIPEDGE_REDIS_URL)")
     worker.add_argument(
-        "--concurrency", type=int, default=0, help="jobs at a time (ZIPEDGE_WORKER_CONCURRENCY)"
+        "--concurrency",
+        type=int,
+        default=None,
+        help="jobs at a time (default: ZIPEDGE_WORKER_CONCURRENCY, itself 2 by default)",
     )
-    worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
-    worker.add_argument("--metrics-port", type=int, default=0, help="serve /metrics on 127.0.0.1:PORT")
+    worker.add_argument("--burst", action="store_true", help="exit once the queue is empty")
+    worker.add_argument(
+        "--metrics-port", type=int, default=0, help="serve /metrics on 127.0.0.1:PORT; 0: no metrics server"
+    )
     worker.set_defaults(func=_worker)
 
-    demo = commands.add_parser("demo", help="write demo photos into the source folder")
-    demo.add_argument("--dir", help="target folder (default: the ZIPEDGE_SOURCE folder)")
-    demo.add_argument("--days", type=int, default=5)
-    demo.add_argument("--per-day", type=int, default=40)
+    demo = command("demo", "write demo photos into the source folder")
+    demo.add_argument(
+        "--dir",
+        default=None,
+        help="target folder (default: the ZIPEDGE_SOURCE folder; ./var/demo when unset)",
+    )
+    demo.add_argument("--days", type=int, default=5, help="days of photos, ending today (UTC)")
+    demo.add_argument("--per-day", type=int, default=40, help="photos per day")
+    demo.add_argument(
+        "--examples",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also write 2025-01-01 .. 2025-01-05, the days of the README's examples",
+    )
+    demo.add_argument(
+        "--url", default="http://127.0.0.1:8000", help="the service's URL, for the printed link"
+    )
     demo.set_defaults(func=_demo)
 
-    stack = commands.add_parser(
-        "stack", help="run the whole local stack (S3, Redis, service, nginx, edge) on loopback"
+    stack = command(
+        "stack", "run the whole local stack (S3, Redis, service, worker, nginx, edge) on loopback"
     )
-    stack.add_argument("--dir", default="var/stack", help="state and logs (default: ./var/stack)")
-    stack.add_argument("--days", type=int, default=5, help="days of demo photos, ending today (UTC)")
-    stack.add_argument("--per-day", type=int, default=40, help="demo photos per day")
-    stack.add_argument("--edge-port", type=int, default=0, help="the edge's port (default: a free one)")
+    stack.add_argument("--dir", default="var/stack", help="state and logs")
+    stack.add_argument(
+        "--days",
+        type=int,
+        default=5,
+        help="days of demo photos, ending today (UTC); unused when ZIPEDGE_SOURCE is a folder",
+    )
+    stack.add_argument(
+        "--per-day", type=int, default=40, help="demo photos per day; unused when ZIPEDGE_SOURCE is a folder"
+    )
+    stack.add_argument("--edge-port", type=int, default=0, help="the edge's port; 0: a free one")
     stack.set_defaults(func=_stack)
     return parser
 

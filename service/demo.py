@@ -4,10 +4,15 @@ Writes what a gate camera would store: one JPEG per passing vehicle under
 `<root>/YYYY/MM/DD/<PLATE>-<HHMMSS>.jpg`, a real 640x480 image with a number plate and a
 timestamp caption, whose mtime is its capture time (UTC).
 
-Everything is derived from the seed and the day, never from the clock or the order of
-runs, so the same day always gets the same files with the same bytes: re-running is
-idempotent, and archives of demo data get the same ids on every machine with the same
-Pillow/libjpeg.
+Everything is derived from the seed and the day, never from the order of runs, so the
+same day always gets the same files with the same bytes: re-running is idempotent, and
+archives of demo data get the same ids on every machine with the same Pillow/libjpeg.
+The clock only decides which of today's photos exist yet: a photo is written once its
+capture time has passed, so no mtime (and no archive's `Last-Modified`) lies in the
+future, and a later run adds the rest of the day.
+
+`write_example_photos` writes the fixed days the README's examples use
+(`EXAMPLE_DAYS`), with the photos its posted example names (`EXAMPLE_PHOTOS`).
 """
 
 from __future__ import annotations
@@ -15,13 +20,23 @@ from __future__ import annotations
 import calendar
 import os
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["DemoPhoto", "demo_photos", "render_photo", "write_demo_photos"]
+__all__ = [
+    "EXAMPLE_DAYS",
+    "EXAMPLE_KEY",
+    "EXAMPLE_PHOTOS",
+    "DemoPhoto",
+    "demo_photos",
+    "render_photo",
+    "write_demo_photos",
+    "write_example_photos",
+]
 
 WIDTH, HEIGHT = 640, 480
 #: ~40-80 KB per photo at this size: big enough to behave like real photos in benchmarks.
@@ -68,35 +83,75 @@ def demo_photos(day: date, per_day: int, *, seed: int = 7) -> list[DemoPhoto]:
 
 
 def write_demo_photos(
-    root: Path, *, days: int = 5, per_day: int = 40, end: date | None = None, seed: int = 7
+    root: Path,
+    *,
+    days: int = 5,
+    per_day: int = 40,
+    end: date | None = None,
+    seed: int = 7,
+    now: datetime | None = None,
+    extra: Iterable[DemoPhoto] = (),
 ) -> int:
     """Write `per_day` photos for each of the `days` UTC days ending at `end` (default:
-    today, UTC) under `root`; return the number of files written.
+    today, UTC), and the `extra` photos, under `root`; return the number of files written.
 
-    A file that already exists with its capture time as mtime is left alone (a previous
-    run wrote it; the bytes would be identical). Files are written to a temporary name,
-    given their mtime, then renamed, so a service listing the folder meanwhile never sees
-    a partial photo or a transient mtime.
+    A photo taken after `now` (default: the current time) is not written yet, so today's
+    day has only the photos taken so far. A file that already exists with its capture time
+    as mtime is left alone (a previous run wrote it; the bytes would be identical). Files
+    are written to a temporary name, given their mtime, then renamed, so a service listing
+    the folder meanwhile never sees a partial photo or a transient mtime.
     """
     if days < 1 or per_day < 0:
         raise ValueError(f"days must be >= 1 and per_day >= 0, not {days} and {per_day}")
-    last = end if end is not None else datetime.now(UTC).date()
+    now = datetime.now(UTC) if now is None else now.astimezone(UTC)
+    last = end if end is not None else now.date()
+    photos = [
+        photo
+        for offset in range(days - 1, -1, -1)
+        for photo in demo_photos(last - timedelta(days=offset), per_day, seed=seed)
+    ]
+    return _write(root, [*photos, *extra], seed=seed, now=now)
+
+
+#: The UTC days the README's examples use, first and last; `write_example_photos`
+#: writes them whatever today is.
+EXAMPLE_DAYS = (date(2025, 1, 1), date(2025, 1, 5))
+#: The photos the README's posted example names (its first is the README's key example).
+EXAMPLE_PHOTOS = (
+    DemoPhoto("MH12AB1234", datetime(2025, 1, 5, 8, 30, 15, tzinfo=UTC)),
+    DemoPhoto("KA03MX0042", datetime(2025, 1, 4, 17, 15, 2, tzinfo=UTC)),
+)
+EXAMPLE_KEY = EXAMPLE_PHOTOS[0].key  #: "2025/01/05/MH12AB1234-083015.jpg"
+
+
+def write_example_photos(root: Path, *, per_day: int = 40, seed: int = 7) -> int:
+    """The demo photos of `EXAMPLE_DAYS`, plus `EXAMPLE_PHOTOS`; the number written."""
+    first, last = EXAMPLE_DAYS
+    return write_demo_photos(
+        root, days=(last - first).days + 1, per_day=per_day, end=last, seed=seed, extra=EXAMPLE_PHOTOS
+    )
+
+
+def _write(root: Path, photos: Iterable[DemoPhoto], *, seed: int, now: datetime) -> int:
     fonts = _Fonts.load()
     written = 0
-    for offset in range(days - 1, -1, -1):
-        for photo in demo_photos(last - timedelta(days=offset), per_day, seed=seed):
-            path = root / photo.key
-            try:
-                if int(path.stat().st_mtime) == photo.mtime:
-                    continue
-            except FileNotFoundError:
-                pass
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
-            render_photo(photo, seed=seed, fonts=fonts).save(tmp, "JPEG", quality=JPEG_QUALITY, optimize=True)
-            os.utime(tmp, (photo.mtime, photo.mtime))
-            os.replace(tmp, path)
-            written += 1
+    seen: set[str] = set()
+    for photo in photos:
+        if photo.taken_at > now or photo.key in seen:
+            continue
+        seen.add(photo.key)
+        path = root / photo.key
+        try:
+            if int(path.stat().st_mtime) == photo.mtime:
+                continue
+        except FileNotFoundError:
+            pass
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        render_photo(photo, seed=seed, fonts=fonts).save(tmp, "JPEG", quality=JPEG_QUALITY, optimize=True)
+        os.utime(tmp, (photo.mtime, photo.mtime))
+        os.replace(tmp, path)
+        written += 1
     return written
 
 

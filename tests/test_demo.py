@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import calendar
 import re
+import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from service.demo import demo_photos, write_demo_photos
+from service.demo import (
+    EXAMPLE_DAYS,
+    EXAMPLE_KEY,
+    EXAMPLE_PHOTOS,
+    demo_photos,
+    write_demo_photos,
+    write_example_photos,
+)
 
 NAME = re.compile(r"(?P<plate>[A-Z]{2}[0-9]{2}[A-Z]{1,2}[0-9]{4})-(?P<hms>[0-9]{6})\.jpg")
 END = date(2025, 1, 5)
@@ -98,10 +106,52 @@ def test_photos_are_in_capture_order_within_the_day() -> None:
 
 def test_end_defaults_to_today_utc(tmp_path: Path) -> None:
     before = datetime.now(UTC).date()
-    write_demo_photos(tmp_path, days=1, per_day=1)
+    write_demo_photos(tmp_path, days=2, per_day=1)
     after = datetime.now(UTC).date()
-    (folder,) = {f.parent.relative_to(tmp_path).as_posix() for f in _files(tmp_path)}
-    assert folder in {f"{d:%Y/%m/%d}" for d in (before, after)}
+    folders = {f.parent.relative_to(tmp_path).as_posix() for f in _files(tmp_path)}
+    # today's one photo may not be taken yet; yesterday's is
+    assert {f"{d - timedelta(days=1):%Y/%m/%d}" for d in (before, after)} & folders
+    assert folders <= {f"{d - timedelta(days=i):%Y/%m/%d}" for d in (before, after) for i in (0, 1)}
+
+
+def test_no_photo_is_taken_after_now(tmp_path: Path) -> None:
+    """Today has only the photos taken so far: no mtime, hence no Last-Modified, lies in
+    the future. A later run adds the rest of the day, the same files as a run at midnight."""
+    now = datetime(2025, 1, 5, 9, 30, tzinfo=UTC)
+    taken = [p for p in demo_photos(END, 40) if p.taken_at <= now]
+    assert 0 < len(taken) < 40
+    assert write_demo_photos(tmp_path, days=2, per_day=40, end=END, now=now) == 40 + len(taken)
+    today = sorted((tmp_path / "2025/01/05").iterdir())
+    assert [p.name for p in today] == sorted(p.key.rsplit("/", 1)[1] for p in taken)
+    assert max(p.stat().st_mtime for p in _files(tmp_path)) <= now.timestamp()
+
+    later = datetime(2025, 1, 6, 0, 0, tzinfo=UTC)
+    assert write_demo_photos(tmp_path, days=2, per_day=40, end=END, now=later) == 40 - len(taken)
+    complete = tmp_path.parent / "complete"
+    write_demo_photos(complete, days=2, per_day=40, end=END, now=later)
+    assert [p.relative_to(tmp_path) for p in _files(tmp_path)] == [
+        p.relative_to(complete) for p in _files(complete)
+    ]
+
+
+def test_the_default_now_is_the_current_time(tmp_path: Path) -> None:
+    write_demo_photos(tmp_path, days=1, per_day=40)
+    files = _files(tmp_path)
+    assert all(p.stat().st_mtime <= time.time() for p in files)
+
+
+def test_example_photos_are_the_readme_days_with_the_posted_key(tmp_path: Path) -> None:
+    assert EXAMPLE_DAYS == (date(2025, 1, 1), date(2025, 1, 5))
+    assert EXAMPLE_KEY == "2025/01/05/MH12AB1234-083015.jpg"
+    assert [p.key for p in EXAMPLE_PHOTOS] == [EXAMPLE_KEY, "2025/01/04/KA03MX0042-171502.jpg"]
+    assert write_example_photos(tmp_path, per_day=2) == 12
+    folders = {f.parent.relative_to(tmp_path).as_posix() for f in _files(tmp_path)}
+    assert folders == {f"2025/01/0{d}" for d in range(1, 6)}
+    example = tmp_path / EXAMPLE_KEY
+    assert int(example.stat().st_mtime) == calendar.timegm((2025, 1, 5, 8, 30, 15, 0, 0, 0))
+    with Image.open(example) as image:
+        assert image.format == "JPEG"
+    assert write_example_photos(tmp_path, per_day=2) == 0  # idempotent
 
 
 @pytest.mark.parametrize(("days", "per_day"), [(0, 1), (1, -1)])

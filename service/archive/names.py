@@ -290,9 +290,40 @@ def content_disposition(filename: str) -> str:
     return f"attachment; filename=\"{_ascii_fallback(clean)}\"; filename*=UTF-8''{encoded}"
 
 
+#: Latin letters that have no decomposition, spelt as ASCII (German, Nordic, Polish,
+#: Croatian, Icelandic, Turkish); everything else non-ASCII is decomposed or replaced.
+_LATIN_SPELLINGS = str.maketrans(
+    {
+        "ß": "ss", "ẞ": "SS", "æ": "ae", "Æ": "AE", "œ": "oe", "Œ": "OE", "ø": "o", "Ø": "O",
+        "ł": "l", "Ł": "L", "đ": "d", "Đ": "D", "ð": "d", "Ð": "D", "þ": "th", "Þ": "Th", "ı": "i",
+    }
+)  # fmt: skip
+
+
 def _ascii_fallback(clean: str) -> str:
-    # Quotes would end the quoted-string; "%" is percent-decoded by some browsers.
-    text = "".join("_" if ord(char) > 0x7E or char == "%" else char for char in clean if char not in '"')
+    """The quoted `filename` for clients that ignore `filename*` (curl -J, old browsers):
+    what can be spelt in ASCII is kept, one "_" stands for each character that cannot.
+
+    NFKD first (compatibility forms: "é" → "e" + accent, "ﬁ" → "fi", "１" → "1"), then per
+    character: combining marks and other invisible format characters (ZWJ) are dropped,
+    since they only ever modify the character before them, which is kept or replaced on its
+    own; a decimal digit of any script is its ASCII digit ("७" → "7"); the few Latin letters
+    without a decomposition get their usual spelling ("ß" → "ss"); printable ASCII stays,
+    except '"' (it would end the quoted-string: dropped) and "%", "\\", "/" (percent-decoded
+    by some browsers, or a path: "_"); anything else is "_".
+    """
+    out: list[str] = []
+    for char in unicodedata.normalize("NFKD", clean.translate(_LATIN_SPELLINGS)):
+        if " " <= char <= "~":
+            if char != '"':
+                out.append("_" if char in "%\\/" else char)
+        elif unicodedata.category(char) in ("Mn", "Mc", "Me", "Cf"):
+            continue
+        elif unicodedata.decimal(char, None) is not None:
+            out.append(str(unicodedata.decimal(char)))
+        else:
+            out.append("_")
+    text = "".join(out).strip(" ")
     stem, dot, ext = text.rpartition(".")
     if dot and not stem:
         return "download." + ext  # '"".zip' would otherwise become a hidden ".zip"

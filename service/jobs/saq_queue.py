@@ -10,8 +10,10 @@ in here; the outside sees `JobView`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis import asyncio as aioredis
@@ -118,6 +120,38 @@ return id_jobs
 class JobContext(Context, total=False):
     builder: ArchiveBuilder
     manifests: ManifestStore
+
+
+class PromptWorker(Worker[JobContext]):
+    """saq's worker, whose upkeep loops wake up when it is told to stop.
+
+    saq 0.26 runs each upkeep task (abort, schedule, sweep, worker info) as "run, then
+    `asyncio.sleep(period)`, then look at the stop event", and its shutdown waits for every
+    task: an idle worker took up to the longest period (the sweep's ZIPEDGE_JOB_SWEEP_S,
+    the info's 10 s) to exit on SIGTERM. Here the pause between two runs is a wait on the
+    stop event, so a stop ends it at once; a run in progress (a sweep re-queueing a job) is
+    still never cut short. The loop is otherwise saq 0.26's `upkeep` as written.
+    """
+
+    async def upkeep(self) -> list[asyncio.Task[None]]:
+        async def poll(func: Callable[[int], Awaitable[Any]], every: int, arg: int | None = None) -> None:
+            while not self.event.is_set():
+                try:
+                    await func(arg or every)
+                except (Exception, asyncio.CancelledError):
+                    if self.event.is_set():
+                        return
+                    logger.exception("Upkeep task failed unexpectedly")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.event.wait(), every)
+
+        timers = self.timers
+        return [
+            asyncio.create_task(poll(self.abort, timers["abort"])),
+            asyncio.create_task(poll(self.schedule, timers["schedule"])),
+            asyncio.create_task(poll(self.queue.sweep, timers["sweep"])),
+            asyncio.create_task(poll(self.worker_info, timers["worker_info"], timers["worker_info"] + 1)),
+        ]
 
 
 def _view(job: Job) -> JobView:
@@ -282,7 +316,7 @@ async def run_worker(
             "sweep": settings.job_sweep_s,
             "abort": 1,
         }
-        worker: Worker[JobContext] = Worker(
+        worker = PromptWorker(
             queue,
             functions=[(FUNCTION, build_archive_job)],
             concurrency=concurrency,

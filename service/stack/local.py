@@ -1,6 +1,7 @@
 """`zipedge stack`: the whole deployment on loopback, without Docker.
 
-SeaweedFS (S3, with the source and cache buckets and demo photos), redis-server, the
+SeaweedFS (S3, with the source and cache buckets, and the photos: demo ones, or those of
+the folder the caller's ZIPEDGE_SOURCE names), redis-server, the
 service (`zipedge serve` in a subprocess), the worker once `zipedge worker` exists, the
 reverse proxy from `nginx/` and the edge cache from `edge/`, each on a free 127.0.0.1
 port, state under one directory. It prints one `<name>: <url>` line per component on
@@ -23,11 +24,13 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TextIO, TypeVar
 
+from service.settings import S3Settings
 from service.stack.nginx import Nginx, answers
 from service.stack.ports import HOST, free_port, free_ports_with_offset
 from service.stack.process import ManagedProcess
 from service.stack.redis import RedisServer
 from service.stack.seaweedfs import SeaweedFS
+from service.stack.seed import configure_lifecycle, photo_days, source_folder, upload_photos
 from service.stack.supervisor import ComponentSpec, supervise
 
 SOURCE_BUCKET = "zipedge"
@@ -67,8 +70,13 @@ def edge_nginx(
 
 SERVICE_START_TIMEOUT_S = 60.0
 SERVICE_STOP_TIMEOUT_S = 15.0  # uvicorn's own graceful shutdown is 10 s (cli.py)
+#: SeaweedFS stops in about a second, but now and then (stopped soon after it started) its
+#: volume server waits on an open connection until it is killed. Nothing is lost by the
+#: kill: it comes after everything that writes to S3 has stopped, what it wrote is in the
+#: files (a killed process loses no written data) and its log-structured stores are
+#: crash-safe; the photos are uploaded again at every start anyway.
+S3_STOP_TIMEOUT_S = 5.0
 _SERVICE_START_ATTEMPTS = 3
-_UPLOAD_CONCURRENCY = 16
 
 _T = TypeVar("_T")
 
@@ -150,6 +158,10 @@ class LocalStack:
     days: int = 5
     per_day: int = 40
     edge_port: int = 0  #: 0: a free one
+    #: The caller's photos (ZIPEDGE_SOURCE's folder), uploaded instead of demo photos.
+    photos: Path | None = None
+    #: The days that have photos, once uploaded.
+    photo_days: list[date] = field(default_factory=list, init=False)
     end: date = field(default_factory=lambda: datetime.now(UTC).date())
     err: TextIO = sys.stderr
     s3: SeaweedFS | None = None
@@ -178,7 +190,14 @@ class LocalStack:
         return self.end - timedelta(days=self.days - 1)
 
     def hint(self) -> str:
-        return f"try {self.edge_url}/v1/zip?from={self.start_day}&to={self.end}"
+        start, end = self.start_day, self.end
+        if self.photos is not None:
+            if not self.photo_days:
+                return f"no photos under {self.photos}/YYYY/MM/DD/ to try"
+            recent = self.photo_days[-self.days :]
+            start, end = recent[0], recent[-1]
+        # -L: once the archive is cached, the same link answers with a redirect to it.
+        return f"try curl -LOJ '{self.edge_url}/v1/zip?from={start}&to={end}'"
 
     def specs(self) -> list[ComponentSpec]:
         """Every component, in start order (stopped in reverse)."""
@@ -220,17 +239,40 @@ class LocalStack:
 
     def _create_s3(self) -> SeaweedFS:
         self.s3 = SeaweedFS(self.directory / "s3", bucket=SOURCE_BUCKET)
+        self.s3.stop_timeout_s = S3_STOP_TIMEOUT_S
         return self.s3
 
     def _seed_s3(self) -> None:
         s3 = _started(self.s3)
         s3.create_bucket(CACHE_BUCKET)
-        from service.demo import write_demo_photos
+        settings = S3Settings(s3.endpoint_url, s3.region, s3.access_key, s3.secret_key)
+        where = f"s3://{SOURCE_BUCKET}/{SOURCE_PREFIX}"
+        if self.photos is None:
+            from service.demo import EXAMPLE_DAYS, write_demo_photos, write_example_photos
 
-        photos = self.directory / "demo"
-        write_demo_photos(photos, days=self.days, per_day=self.per_day, end=self.end)
-        count, lifecycle = asyncio.run(_upload_and_configure(s3, photos, self.start_day, self.end))
-        print(f"zipedge stack: {count} demo photos in s3://{SOURCE_BUCKET}/{SOURCE_PREFIX}", file=self.err)
+            folder = self.directory / "demo"
+            write_demo_photos(folder, days=self.days, per_day=self.per_day, end=self.end)
+            write_example_photos(folder, per_day=self.per_day)  # the README's examples work here too
+            days = [*_days(*EXAMPLE_DAYS), *_days(self.start_day, self.end)]
+            what = "demo photos"
+        else:
+            folder = self.photos
+            days = photo_days(folder)
+            what = f"photos from {folder} (ZIPEDGE_SOURCE; no demo photos)"
+        uploaded = asyncio.run(
+            upload_photos(settings, folder, days, bucket=SOURCE_BUCKET, prefix=SOURCE_PREFIX)
+        )
+        self.photo_days = list(uploaded.days)
+        print(f"zipedge stack: uploaded {uploaded.objects} {what} into {where}", file=self.err)
+        lifecycle = asyncio.run(
+            configure_lifecycle(
+                settings,
+                bucket=CACHE_BUCKET,
+                prefix=CACHE_PREFIX,
+                expire_days=CACHE_EXPIRE_DAYS,
+                abort_multipart_days=ABORT_MULTIPART_DAYS,
+            )
+        )
         print(f"zipedge stack: lifecycle on s3://{CACHE_BUCKET}: {lifecycle}", file=self.err)
 
     def _create_redis(self) -> RedisServer:
@@ -275,55 +317,6 @@ def _started(component: _T | None) -> _T:
     return component
 
 
-async def _upload_and_configure(s3: SeaweedFS, photos: Path, start: date, end: date) -> tuple[int, str]:
-    """Upload the demo photos of `start`..`end` and put the cache bucket's lifecycle rule;
-    return (photos uploaded, what became of the rule)."""
-    from botocore.exceptions import ClientError
-
-    from service.s3.client import open_s3_client
-    from service.settings import S3Settings
-
-    files = sorted(
-        path
-        for day in _days(start, end)
-        for path in (photos / f"{day:%Y/%m/%d}").glob("*.jpg")
-        if path.is_file()
-    )
-    settings = S3Settings(s3.endpoint_url, s3.region, s3.access_key, s3.secret_key)
-    async with open_s3_client(settings, max_pool_connections=_UPLOAD_CONCURRENCY) as client:
-        gate = asyncio.Semaphore(_UPLOAD_CONCURRENCY)
-
-        async def upload(path: Path) -> None:
-            key = f"{SOURCE_PREFIX}/{path.relative_to(photos).as_posix()}"
-            async with gate:
-                body = await asyncio.to_thread(path.read_bytes)
-                await client.put_object(Bucket=SOURCE_BUCKET, Key=key, Body=body, ContentType="image/jpeg")
-
-        await asyncio.gather(*(upload(path) for path in files))
-        try:
-            await client.put_bucket_lifecycle_configuration(
-                Bucket=CACHE_BUCKET,
-                LifecycleConfiguration={
-                    "Rules": [
-                        {
-                            "ID": "zipedge-cache",
-                            "Status": "Enabled",
-                            "Filter": {"Prefix": f"{CACHE_PREFIX}/"},
-                            "Expiration": {"Days": CACHE_EXPIRE_DAYS},
-                            "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": ABORT_MULTIPART_DAYS},
-                        }
-                    ]
-                },
-            )
-            lifecycle = (
-                f"objects under {CACHE_PREFIX}/ expire after {CACHE_EXPIRE_DAYS} days, "
-                f"incomplete multipart uploads are aborted after {ABORT_MULTIPART_DAYS} day"
-            )
-        except ClientError as exc:  # not every S3 server has lifecycle rules
-            lifecycle = f"not supported by this server ({exc})"
-    return len(files), lifecycle
-
-
 def _days(start: date, end: date) -> Iterator[date]:
     day = start
     while day <= end:
@@ -340,9 +333,11 @@ def run(
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
 ) -> int:
-    """`zipedge stack`: start the stack, print its URLs, supervise until SIGINT/SIGTERM."""
+    """`zipedge stack`: start the stack, print its URLs, supervise until SIGINT/SIGTERM.
+    With ZIPEDGE_SOURCE set to a folder, its photos are uploaded instead of demo photos."""
+    photos = source_folder(os.environ)  # a ConfigError before anything starts
 
     def build() -> LocalStack:
-        return LocalStack(directory, days=days, per_day=per_day, edge_port=edge_port, err=err)
+        return LocalStack(directory, days=days, per_day=per_day, edge_port=edge_port, photos=photos, err=err)
 
     return supervise(build, out=out, err=err)

@@ -234,6 +234,8 @@ class SeaweedFS(ManagedProcess):
             "-webdav=false",
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
+            # One node, no one to tell: stop the volume server without mini's 1 s pause.
+            "-volume.preStopSeconds=0",
             f"-filer.localSocket={sockets['filer']}",
             f"-s3.localSocket={sockets['s3']}",
         ]

@@ -1,7 +1,8 @@
 """The web page at `/`: one static HTML file plus its CSS and JS under `/static`.
 
 No templating and no build step. The page carries no inline script or style, so it is
-served with a strict Content-Security-Policy (everything same-origin).
+served with a strict Content-Security-Policy (everything same-origin). As the dates
+change it asks `/v1/days`, to show which days have photos and the archive's size.
 """
 
 from __future__ import annotations

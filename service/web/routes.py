@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from service.web import endpoints, jobs, page
+from service.web import days, endpoints, jobs, page
 
 routes = [
     Route("/v1/zip", endpoints.zip_range, methods=["GET", "HEAD"]),
+    Route("/v1/days", days.list_days, methods=["GET"]),
     Route("/v1/archives", endpoints.create_archive, methods=["POST"]),
     Route("/v1/archives/{archive_id}.zip", endpoints.get_archive, methods=["GET", "HEAD"], name="archive"),
     Route("/v1/cache/{archive_id}.zip", endpoints.cached_archive, methods=["GET", "HEAD"], name="cached"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import queue
 import signal
 import subprocess
@@ -15,7 +16,7 @@ import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -62,12 +63,13 @@ def _pump(stream: object, lines: queue.Queue[str | None], keep: list[str] | None
 
 
 @contextlib.contextmanager
-def running_stack(directory: Path) -> Iterator[Stack]:
-    """`zipedge stack` in `directory`, once it has printed every URL; SIGINT at the end
-    if it is still running."""
+def running_stack(directory: Path, env: dict[str, str] | None = None) -> Iterator[Stack]:
+    """`zipedge stack` in `directory` (with `env` added to the environment), once it has
+    printed every URL; SIGINT at the end if it is still running."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "service", "stack", "--dir", str(directory),
          "--days", str(DAYS), "--per-day", str(PER_DAY)],
+        env={**os.environ, **(env or {})},
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -126,10 +128,22 @@ def date_range() -> dict[str, str]:
 
 
 def demo_files(stack: Stack) -> dict[str, str]:
+    """The demo photos of `date_range()` (the folder also has the README's example days)."""
     demo = stack.directory / "demo"
+    span = date_range()
+    days = [
+        f"{day:%Y/%m/%d}" for day in _days(date.fromisoformat(span["from"]), date.fromisoformat(span["to"]))
+    ]
     return {
-        path.relative_to(demo).as_posix(): sha256(path.read_bytes()) for path in sorted(demo.rglob("*.jpg"))
+        path.relative_to(demo).as_posix(): sha256(path.read_bytes())
+        for path in sorted(p for day in days for p in (demo / day).glob("*.jpg"))
     }
+
+
+def _days(start: date, end: date) -> Iterator[date]:
+    while start <= end:
+        yield start
+        start += timedelta(days=1)
 
 
 def test_prints_one_url_per_component(stack: Stack) -> None:
@@ -152,7 +166,8 @@ def test_health_through_edge_nginx_and_service(stack: Stack) -> None:
 
 def test_date_range_streams_through_the_edge(stack: Stack, tmp_path: Path) -> None:
     expected = demo_files(stack)
-    assert len(expected) == DAYS * PER_DAY
+    # yesterday's photos are all taken, today's only up to now
+    assert (DAYS - 1) * PER_DAY <= len(expected) <= DAYS * PER_DAY
     with httpx.Client(base_url=stack.edge, timeout=60) as client:
         response = client.get("/v1/zip", params=date_range())
     assert response.status_code == 200, response.text
@@ -197,6 +212,13 @@ def test_repeat_request_is_redirected_to_the_edge_cache(stack: Stack) -> None:
         assert part.content == hit.content[10:100]
 
 
+def test_readme_example_days_are_served_too(stack: Stack, tmp_path: Path) -> None:
+    with httpx.Client(base_url=stack.edge, timeout=60) as client:
+        head = client.head("/v1/zip", params={"from": "2025-01-01", "to": "2025-01-05"})
+    assert head.status_code in (200, 302), head.text
+    assert (stack.directory / "demo/2025/01/05/MH12AB1234-083015.jpg").is_file()
+
+
 def test_sigint_stops_everything(stack: Stack) -> None:
     children = stack.processes()
     names = {" ".join(p.cmdline()) for p in children}
@@ -238,7 +260,48 @@ def test_a_component_that_dies_stops_everything(tmp_path: Path) -> None:
             assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE, child
 
 
+def test_zipedge_source_folder_is_uploaded_instead_of_demo_photos(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    files = {
+        "2024/02/29/KA01AB0001-101010.jpg": b"leap day",
+        "2024/02/29/night/KA01AB0002-235959.jpg": b"deeper folders count",
+        "2024/03/01/KA01AB0003-000001.jpg": b"next day",
+        "2024/03/01/.hidden.jpg": b"never a photo",
+        "notes/2024/03/01/x.jpg": b"not a day folder",
+    }
+    for key, data in files.items():
+        (photos / key).parent.mkdir(parents=True, exist_ok=True)
+        (photos / key).write_bytes(data)
+    served = {k: sha256(v) for k, v in sorted(files.items()) if k.startswith("2024/") and ".hidden" not in k}
+
+    with running_stack(tmp_path / "stack", {"ZIPEDGE_SOURCE": f"file://{photos}"}) as stack:
+        with httpx.Client(base_url=stack.edge, timeout=60) as client:
+            response = client.get("/v1/zip", params={"from": "2024-02-29", "to": "2024-03-01"})
+        log = "".join(stack.stderr)
+    assert f"uploaded 3 photos from {photos} (ZIPEDGE_SOURCE; no demo photos)" in log, log
+    assert "from=2024-02-29&to=2024-03-01" in log  # the hint names the folder's days
+    assert not (tmp_path / "stack" / "demo").exists()
+    assert response.status_code == 200, response.text
+    path = tmp_path / "folder.zip"
+    path.write_bytes(response.content)
+    check_with_zipfile(path, served)
+
+
+def test_zipedge_source_in_s3_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "stack", "--dir", str(tmp_path)],
+        env={**os.environ, "ZIPEDGE_SOURCE": "s3://bucket/photos"},
+        capture_output=True,
+        text=True,
+        timeout=STOP_DEADLINE_S,
+    )
+    assert result.returncode == 2
+    assert "ZIPEDGE_SOURCE" in result.stderr and "file:///abs/dir" in result.stderr
+    assert "starting" not in result.stderr
+
+
 def members(archive: bytes) -> dict[str, bytes]:
     with zipfile.ZipFile(io.BytesIO(archive)) as opened:
         assert opened.testzip() is None
         return {info.filename: opened.read(info) for info in opened.infolist()}
+

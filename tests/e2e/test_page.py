@@ -1,10 +1,12 @@
 """The page at `/` in Debian's headless Chromium (Playwright's Python client, never a
 downloaded browser) against a real uvicorn with folder storage and a folder cache.
 
-A small range downloads at once; a large one (over ZIPEDGE_STREAM_MAX_ENTRIES) becomes a
-job whose progress the page follows (SSE, or polling when SSE fails), survives a reload
-and turns into the download. Every saved file is checked as an archive by independent
-readers. Waits have generous limits; nothing here asserts how long anything took.
+As dates are picked the page lists the days that have photos and the archive's exact
+size (from /v1/days). A small range downloads at once; a large one (over
+ZIPEDGE_STREAM_MAX_ENTRIES) becomes a job whose progress the page follows (SSE, or polling
+when SSE fails), survives a reload and turns into the download. Every saved file is
+checked as an archive by independent readers. Waits have generous limits; nothing here
+asserts how long anything took.
 """
 
 from __future__ import annotations
@@ -359,3 +361,57 @@ def test_screenshots_phone_and_desktop(browser: Browser, site: str, tab: Tab) ->
         assert mobile.page.evaluate("document.documentElement.scrollWidth") <= 360
         mobile.page.screenshot(path=SCREENSHOTS / "page-mobile.png")
         assert mobile.errors == []
+
+
+def test_the_days_with_photos_and_the_archive_size_show_before_the_click(
+    browser: Browser, tab: Tab, site: str, photos: Path, tmp_path: Path
+) -> None:
+    page = tab.page
+    page.goto("/")
+    # The default range (the last 7 days) has no photos: the page says so before any click.
+    expect(page.locator("#summary")).to_have_text("No photos on these days.")
+    expect(page.locator("#days")).to_be_hidden()
+
+    pick(page, "2025-01-01", "2025-01-05")
+    days = page.get_by_role("table", name="Days with photos in this range")
+    expect(days.locator("tbody tr")).to_have_count(4)  # 2025-01-04 has none: not listed
+    rows = [
+        [cell.inner_text() for cell in row.locator("th, td").all()] for row in days.locator("tbody tr").all()
+    ]
+    stamps = [t.get_attribute("datetime") for t in days.locator("time").all()]
+    assert stamps == ["2025-01-01", "2025-01-02", "2025-01-03", "2025-01-05"]
+    assert rows[0][0] == "Wed, 1 Jan 2025" and [row[1] for row in rows] == ["3", "3", "3", "1"]
+    assert rows[3][2] == "25\u00a0MB"  # the one large photo (24 MiB)
+    # Ten photos are more than a stream may hold here (a job): no layout, the photos' bytes.
+    expect(page.locator("#summary")).to_contain_text("10\u00a0photos on 4 of 5\u00a0days.")
+    expect(page.locator("#summary")).to_contain_text("prepared in the background first")
+
+    # One day streams: its exact archive size is shown, and is what the download weighs.
+    pick(page, "2025-01-02", "2025-01-02")
+    expect(page.locator("#summary")).to_contain_text("3\u00a0photos on 1 of 1\u00a0day. The archive is ")
+    expect(page.locator("#summary")).to_contain_text("downloads at once")
+    head = httpx.head(f"{site}{ZIP}", params={"from": "2025-01-02", "to": "2025-01-02"})
+    expect(page.locator("#archive-size")).to_have_attribute("value", head.headers["content-length"])
+    assert re.fullmatch(r"[0-9.]+\u00a0kB", page.locator("#archive-size").inner_text())
+    assert page.get_by_role("button", name="Download").get_attribute("aria-describedby") == "summary"
+    with page.expect_download() as info:
+        page.get_by_role("button", name="Download").click()
+    path = saved(info.value, tmp_path)
+    assert path.stat().st_size == int(head.headers["content-length"])
+    check_archive(path, expected(photos, "2025/01/02"))
+    assert any("/v1/days?from=2025-01-02&to=2025-01-02" in url for url in tab.requests)
+    assert tab.errors == []
+
+    # On a phone the table fits the width.
+    phone = {"viewport": {"width": 360, "height": 740}, "is_mobile": True, "has_touch": True}
+    with open_tab(browser, site, **phone) as mobile:
+        mobile.page.goto("/")
+        pick(mobile.page, "2025-01-01", "2025-01-05")
+        expect(mobile.page.locator("#day-rows tr")).to_have_count(4)
+        assert mobile.page.evaluate("document.documentElement.scrollWidth") <= 360
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        mobile.page.screenshot(path=SCREENSHOTS / "page-mobile-days.png", full_page=True)
+    page.set_viewport_size({"width": 1280, "height": 800})
+    pick(page, "2025-01-01", "2025-01-05")
+    expect(page.locator("#day-rows tr")).to_have_count(4)
+    page.screenshot(path=SCREENSHOTS / "page-desktop-days.png", full_page=True)

@@ -121,3 +121,26 @@ async def test_s3_down_is_a_503(tmp_path: Path) -> None:
     assert response.status_code == 503 and response.headers["retry-after"]
     assert response.json()["error"]["code"] == "source_unavailable"
     assert ready.status_code == 503
+
+
+async def test_days_come_from_the_listings_archives_use(
+    seaweedfs: SeaweedFS, s3_bucket: str, objects: dict[str, bytes], tmp_path: Path
+) -> None:
+    """`/v1/days` lists each day once, into the cached listings; the download after it
+    lists nothing again, and the archive it announced is the one sent."""
+    app = create_app(settings_for(seaweedfs, s3_bucket, tmp_path))
+    params = {"from": "2025-01-01", "to": "2025-01-04"}
+    with serve(app) as url:
+        stats = app.state.services.runtime.listings.stats  # built in the app's lifespan
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            body = (await client.get("/v1/days", params=params)).json()
+            listed = stats.source_lists
+            head = await client.head("/v1/zip", params=params)
+    assert listed == 4 and stats.source_lists == listed
+    per_day = {d["day"]: (d["objects"], d["bytes"]) for d in body["days"]}
+    for day in ("2025-01-01", "2025-01-02", "2025-01-03"):
+        keys = [k for k in objects if k.startswith(day.replace("-", "/"))]
+        assert per_day[day] == (len(keys), sum(len(objects[k]) for k in keys))
+    assert per_day["2025-01-04"] == (1, 1)
+    assert body["archive"]["size"] == int(head.headers["content-length"])
+    assert f'"{body["archive"]["id"]}"' == head.headers["etag"]

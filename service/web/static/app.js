@@ -7,10 +7,12 @@ const POLL_MS = 2000;
 const SSE_MAX_ERRORS = 2; // consecutive EventSource errors before falling back to polling
 const TERMINAL = new Set(["ready", "failed", "cancelled"]);
 const DAY_MS = 86400000;
+const DAYS_DEBOUNCE_MS = 250; // wait for typing to settle before asking /v1/days
 
 const $ = (id) => document.getElementById(id);
 const ui = {
   form: $("range"), from: $("from"), to: $("to"), download: $("download"),
+  summary: $("summary"), days: $("days"), dayRows: $("day-rows"),
   job: $("job"), title: $("job-title"), bar: $("bar"), text: $("progress-text"),
   again: $("again"), cancel: $("cancel"), restart: $("restart"),
   status: $("status"), announce: $("announce"), error: $("error"),
@@ -19,6 +21,9 @@ const reducedMotion = window.matchMedia("(prefers-reduced-motion: reduce)");
 
 // The job being followed: {ref, es, timer, errors, start, step, status}; null when none.
 let watch = null;
+// The /v1/days request in flight (an AbortController) and the debounce timer.
+let daysRequest = null;
+let daysTimer = 0;
 
 // ---- small helpers ---------------------------------------------------------------------
 
@@ -56,6 +61,80 @@ async function api(url, options = {}) {
     throw error;
   }
   return doc;
+}
+
+const plural = (n, word) => `${n.toLocaleString("en")}\u00a0${word}${n === 1 ? "" : "s"}`;
+
+// A node for the page: text, or an element with a class, attributes and children.
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) node.setAttribute(name, value);
+  node.append(...children);
+  return node;
+}
+
+// ---- what the range holds (GET /v1/days) --------------------------------------------------
+
+function scheduleDays() {
+  window.clearTimeout(daysTimer);
+  daysTimer = window.setTimeout(loadDays, DAYS_DEBOUNCE_MS);
+}
+
+async function loadDays() {
+  if (daysRequest) daysRequest.abort();
+  daysRequest = null;
+  const range = { from: ui.from.value, to: ui.to.value };
+  if (!range.from || !range.to) { showDays(null, "Pick both days to see which have photos."); return; }
+  const request = new AbortController();
+  daysRequest = request;
+  ui.form.setAttribute("aria-busy", "true");
+  try {
+    const doc = await api(`/v1/days?${new URLSearchParams(range)}`, { signal: request.signal, cache: "no-store" });
+    if (request === daysRequest) showDays(doc, "");
+  } catch (error) {
+    if (request !== daysRequest) return; // a newer request replaced this one
+    showDays(null, error instanceof TypeError ? "The server could not be reached to count the photos." : error.message);
+  } finally {
+    if (request === daysRequest) { daysRequest = null; ui.form.removeAttribute("aria-busy"); }
+  }
+}
+
+const dayName = (iso) => new Date(`${iso}T00:00:00Z`).toLocaleDateString("en-GB", {
+  weekday: "short", day: "numeric", month: "short", year: "numeric", timeZone: "UTC",
+});
+
+// The summary under the dates and, for the days that have photos, one row each.
+function showDays(doc, message) {
+  ui.dayRows.replaceChildren();
+  if (!doc) {
+    ui.summary.replaceChildren(message);
+    ui.days.hidden = true;
+    return;
+  }
+  const full = doc.days.filter((day) => day.objects > 0);
+  for (const day of full) {
+    ui.dayRows.append(el("tr", {},
+      el("th", { scope: "row" }, el("time", { datetime: day.day }, dayName(day.day))),
+      el("td", {}, day.objects.toLocaleString("en")),
+      el("td", {}, formatBytes(day.bytes))));
+  }
+  ui.days.hidden = full.length === 0;
+  if (doc.objects === 0) {
+    ui.summary.replaceChildren(doc.from === doc.to ? "No photos on this day." : "No photos on these days.");
+    return;
+  }
+  const held = `${plural(doc.objects, "photo")} on ${full.length} of ${plural(doc.days.length, "day")}. `;
+  const archive = doc.archive;
+  if (archive) {
+    // <data>: the exact byte count for machines, a rounded size for people.
+    const size = el("data", { value: String(archive.size), id: "archive-size" }, formatBytes(archive.size));
+    const how = archive.job ? "prepared in the background first, then downloaded." : "downloads at once.";
+    ui.summary.replaceChildren(held, "The archive is ", size, ` and ${how}`);
+  } else if (doc.no_archive && doc.no_archive.code === "not_laid_out") {
+    ui.summary.replaceChildren(held, `${formatBytes(doc.bytes)} of photos; the archive is prepared in the background first.`);
+  } else {
+    ui.summary.replaceChildren(held, (doc.no_archive && doc.no_archive.message) || "");
+  }
 }
 
 // ---- starting a download ----------------------------------------------------------------
@@ -268,6 +347,10 @@ function init() {
   ui.from.value = isoDay(new Date(today.getTime() - 6 * DAY_MS)); // the last 7 days, UTC
   ui.to.value = isoDay(today);
   ui.form.addEventListener("submit", submit);
+  for (const input of [ui.from, ui.to]) {
+    input.addEventListener("input", () => { clearMessages(); scheduleDays(); }); // old news go
+  }
+  loadDays();
   ui.cancel.addEventListener("click", cancel);
   ui.restart.addEventListener("click", restart);
 
