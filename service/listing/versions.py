@@ -79,6 +79,8 @@ class ListingStats:
     joined: int = 0  #: misses that waited for a listing another request had started
     source_lists: int = 0  #: day listings asked of the source
     redis_errors: int = 0
+    revalidations: int = 0  #: settled days listed again in the background
+    revalidation_changes: int = 0  #: of those, days found changed (and bumped)
 
 
 class RedisBreaker:
