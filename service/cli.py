@@ -86,6 +86,32 @@ def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _janitor(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from service.janitor import run_janitor
+    from service.runtime import open_runtime
+    from service.uploads import uploads_of
+
+    async def sweep() -> list[str]:
+        async with open_runtime(Settings.from_env()) as runtime:
+            return await run_janitor(runtime, uploads_of(runtime))
+
+    lines = asyncio.run(sweep())
+    for line in lines:
+        print(f"zipedge janitor: {line}")
+    print(f"zipedge janitor: done, {len(lines)} thing{'' if len(lines) == 1 else 's'} removed or reported")
+    return 0
+
+
+def _add_janitor(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    janitor = commands.add_parser(
+        "janitor",
+        help="remove abandoned uploads and stale cache multipart uploads now (also a worker task)",
+    )
+    janitor.set_defaults(func=_janitor)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zipedge", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -119,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     stack.add_argument("--per-day", type=int, default=40, help="demo photos per day")
     stack.add_argument("--edge-port", type=int, default=0, help="the edge's port (default: a free one)")
     stack.set_defaults(func=_stack)
+    _add_janitor(commands)
     return parser
 
 
