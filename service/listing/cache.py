@@ -226,7 +226,8 @@ class DayListingCache:
     def _schedule(self, item: Day, listed_at: datetime, now: datetime) -> None:
         """A settled listing taken at `listed_at` is re-validated ahead of its expiry."""
         if item.token != OFFLINE and is_settled(item.day, now):
-            self.refresh.schedule(item, due_after(listed_at, self.max_stale_s, LISTING_REFRESH_AT_FRACTION))
+            ttl = self._ttls(item, now)[0]
+            self.refresh.schedule(item, *due_after(listed_at, ttl, LISTING_REFRESH_AT_FRACTION))
 
     async def _revalidate(self, item: Day, started: datetime) -> None:
         """List a settled day again (claimed by `RefreshAhead`): unchanged, its life is

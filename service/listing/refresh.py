@@ -58,15 +58,16 @@ class RefreshAhead:
         self._redis = redis
         self.interval_s = interval_s
         self._revalidate = revalidate
-        self._due: dict[str, tuple[datetime, Day]] = {}
+        self._due: dict[str, tuple[datetime, datetime, Day]] = {}
         self._next: datetime | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def schedule(self, item: Day, due: datetime) -> None:
-        """Re-validate `item` once a request uses it at or after `due`."""
+    def schedule(self, item: Day, due: datetime, expires: datetime) -> None:
+        """Re-validate `item` once a request uses it at or after `due` (and before its
+        listing `expires`: after that the request lists it anyway)."""
         if len(self._due) >= LISTING_KNOWN_VERSIONS_MAX_DAYS:
             self._due.clear()
-        self._due[item.key] = (due, Day(0, item.prefix, item.day, item.token))
+        self._due[item.key] = (due, expires, Day(0, item.prefix, item.day, item.token))
         self._next = due if self._next is None else min(self._next, due)
 
     def poll(self, wanted: Sequence[Day], now: datetime) -> None:
@@ -78,10 +79,12 @@ class RefreshAhead:
             entry = self._due.get(w.key)
             if entry is not None and entry[0] <= now:
                 del self._due[w.key]
-                task = asyncio.create_task(self._run(entry[1]))
+                if now >= entry[1]:
+                    continue  # expired: this very request lists it
+                task = asyncio.create_task(self._run(entry[2]))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
-        self._next = min((due for due, _ in self._due.values()), default=None)
+        self._next = min((due for due, _, _ in self._due.values()), default=None)
 
     async def _run(self, item: Day) -> None:
         try:
@@ -119,5 +122,6 @@ class RefreshAhead:
         await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
 
-def due_after(listed_at: datetime, ttl_s: float, fraction: float) -> datetime:
-    return listed_at + timedelta(seconds=ttl_s * fraction)
+def due_after(listed_at: datetime, ttl_s: float, fraction: float) -> tuple[datetime, datetime]:
+    """(when to re-validate, when it expires) of a listing taken at `listed_at`."""
+    return listed_at + timedelta(seconds=ttl_s * fraction), listed_at + timedelta(seconds=ttl_s)
