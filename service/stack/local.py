@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import math
 import os
 import sys
 import time
@@ -21,8 +22,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import TextIO, TypeVar
+from typing import Any, TextIO, TypeVar
 
+from service.constants import DEFAULT_UPLOAD_GRACE_S
 from service.stack.nginx import Nginx, answers
 from service.stack.ports import HOST, free_port, free_ports_with_offset
 from service.stack.process import ManagedProcess
@@ -39,6 +41,13 @@ CACHE_PREFIX = "archives"
 CACHE_EXPIRE_DAYS = 7
 #: A multipart upload left by a crashed build is garbage after a day (no build takes that).
 ABORT_MULTIPART_DAYS = 1
+
+#: Where uploads wait (ZIPEDGE_STAGING's default under the source prefix).
+STAGING_PREFIX = f"{SOURCE_PREFIX}/_staging/"
+#: Headers a browser sends with a presigned upload PUT (Content-Length it sets itself).
+UPLOAD_HEADERS = ["content-type", "if-none-match", "x-amz-checksum-crc32"]
+#: How long a browser may cache the answer to the CORS preflight (seconds).
+CORS_MAX_AGE_S = 3600
 
 #: Edge settings for the local stack (see edge/README.md).
 EDGE_SLICE_SIZE = "8m"
@@ -229,9 +238,12 @@ class LocalStack:
 
         photos = self.directory / "demo"
         write_demo_photos(photos, days=self.days, per_day=self.per_day, end=self.end)
-        count, lifecycle = asyncio.run(_upload_and_configure(s3, photos, self.start_day, self.end))
+        count, lifecycle, uploads = asyncio.run(
+            _upload_and_configure(s3, photos, self.start_day, self.end, origins=[self.edge_url])
+        )
         print(f"zipedge stack: {count} demo photos in s3://{SOURCE_BUCKET}/{SOURCE_PREFIX}", file=self.err)
         print(f"zipedge stack: lifecycle on s3://{CACHE_BUCKET}: {lifecycle}", file=self.err)
+        print(f"zipedge stack: uploads on s3://{SOURCE_BUCKET}: {uploads}", file=self.err)
 
     def _create_redis(self) -> RedisServer:
         self.redis = RedisServer(self.directory / "redis")
@@ -269,15 +281,66 @@ class LocalStack:
         return self.edge
 
 
+def cors_rule(origins: list[str]) -> dict[str, object]:
+    """The bucket CORS rule a page at `origins` needs to PUT photos with presigned URLs."""
+    return {
+        "ID": "zipedge-uploads",
+        "AllowedOrigins": origins,
+        "AllowedMethods": ["PUT"],
+        "AllowedHeaders": UPLOAD_HEADERS,
+        "ExposeHeaders": ["ETag"],
+        "MaxAgeSeconds": CORS_MAX_AGE_S,
+    }
+
+
+def staging_lifecycle_rule(grace_s: int) -> dict[str, object]:
+    """The backstop for the janitor: staged bodies expire after the grace period
+    (lifecycle rules count whole days: rounded up) and multipart uploads left under the
+    staging prefix are aborted."""
+    days = max(1, math.ceil(grace_s / 86400))
+    return {
+        "ID": "zipedge-staging",
+        "Status": "Enabled",
+        "Filter": {"Prefix": STAGING_PREFIX},
+        "Expiration": {"Days": days},
+        "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": days},
+    }
+
+
+async def _configure_uploads(client: Any, origins: list[str]) -> str:
+    """The source bucket's staging lifecycle rule and upload CORS rule; what became of them."""
+    from botocore.exceptions import ClientError
+
+    rule = staging_lifecycle_rule(DEFAULT_UPLOAD_GRACE_S)
+    done = []
+    try:
+        await client.put_bucket_lifecycle_configuration(
+            Bucket=SOURCE_BUCKET, LifecycleConfiguration={"Rules": [rule]}
+        )
+        done.append(f"uploads waiting under {STAGING_PREFIX} expire after {rule['Expiration']}")
+    except ClientError as exc:
+        done.append(f"no staging lifecycle rule ({exc})")
+    try:
+        await client.put_bucket_cors(
+            Bucket=SOURCE_BUCKET, CORSConfiguration={"CORSRules": [cors_rule(origins)]}
+        )
+        done.append(f"browsers at {', '.join(origins)} may PUT uploads")
+    except ClientError as exc:
+        done.append(f"no CORS rule ({exc})")
+    return "; ".join(done)
+
+
 def _started(component: _T | None) -> _T:
     if component is None:
         raise RuntimeError("component used before it was started")
     return component
 
 
-async def _upload_and_configure(s3: SeaweedFS, photos: Path, start: date, end: date) -> tuple[int, str]:
-    """Upload the demo photos of `start`..`end` and put the cache bucket's lifecycle rule;
-    return (photos uploaded, what became of the rule)."""
+async def _upload_and_configure(
+    s3: SeaweedFS, photos: Path, start: date, end: date, *, origins: list[str]
+) -> tuple[int, str, str]:
+    """Upload the demo photos of `start`..`end`, put the cache bucket's lifecycle rule and
+    the source bucket's upload rules; return (photos uploaded, what became of the rules)."""
     from botocore.exceptions import ClientError
 
     from service.s3.client import open_s3_client
@@ -321,7 +384,8 @@ async def _upload_and_configure(s3: SeaweedFS, photos: Path, start: date, end: d
             )
         except ClientError as exc:  # not every S3 server has lifecycle rules
             lifecycle = f"not supported by this server ({exc})"
-    return len(files), lifecycle
+        uploads = await _configure_uploads(client, origins)
+    return len(files), lifecycle, uploads
 
 
 def _days(start: date, end: date) -> Iterator[date]:
