@@ -166,7 +166,7 @@ def render(layout: Layout, start: int, stop: int, datas: list[bytes]) -> bytes:
         else:
             asked: list[int] = []
 
-            def crc_of(i: int) -> int:
+            def crc_of(i: int, asked: list[int] = asked) -> int:
                 asked.append(i)
                 return crcs[i]
 
