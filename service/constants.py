@@ -13,7 +13,7 @@ GiB = 1024 * MiB
 #: Bumped whenever the bytes of an archive for the same manifest would change (layout,
 #: timestamps, extra fields). It is hashed into every archive id, so old cache objects are
 #: simply never looked up again.
-ARCHIVE_FORMAT_VERSION = 1
+ARCHIVE_FORMAT_VERSION = 2
 
 #: Length of an archive id in hex characters (128 bits of SHA-256): collision-free in
 #: practice and short enough for URLs and object keys.
@@ -159,6 +159,16 @@ REDIS_SOCKET_TIMEOUT_S = 1.0
 #: (seconds).
 MANIFEST_REDIS_TTL_S = 30 * 24 * 3600
 
+#: How long the layout a live stream served is remembered (seconds): a download resumed
+#: or fetched in parts within this gets the very bytes its first part came from.
+SERVED_LAYOUT_TTL_S = 24 * 3600
+#: How often a folder manifest store looks for served layouts past that lifetime (s).
+SERVED_LAYOUT_PRUNE_S = 3600
+
+#: Entries of served layouts a process keeps decoded for ranged answers (about 300 bytes
+#: each): the parts of one download must not reload its manifest every time.
+LAYOUTS_KEPT_ENTRIES = 200_000
+
 # --- answers ---------------------------------------------------------------------------
 
 #: `Retry-After` (seconds) when a dependency is down: long enough not to hammer it, short
@@ -286,6 +296,9 @@ INDEX_REDIS_OP_TIMEOUT_S = 1.0
 INDEX_SQLITE_BATCH = 500
 #: How long an SQLite write waits for another process's lock (milliseconds).
 INDEX_SQLITE_BUSY_MS = 5000
+
+#: The source id under which the CRCs of URL entries are indexed (keyed by URL and ETag).
+URL_SOURCE_ID = "http"
 
 #: An adapter that keeps failing logs it at most once per this many seconds.
 LOG_INTERVAL_S = 60.0

@@ -19,6 +19,7 @@ exc`), so no botocore, httpx or redis exception ever reaches a request handler.
   | - UploadMismatch        422  the stored body is not what was announced
   | - ObjectNotFound        404  a named key or URL does not exist
   | - TooLarge              413  over the hard entry or byte limits
+  | - RangeNotSatisfiable   416  a Range wholly past the end of the archive
   + SourceError                  reading an object failed
   | - ObjectMissing              the object vanished after the manifest was made
   | - ObjectChanged              ETag or size differ from the manifest
@@ -121,6 +122,16 @@ class ObjectNotFound(RequestError):
 class TooLarge(RequestError):
     status_code = 413
     code = "too_large"
+
+
+class RangeNotSatisfiable(RequestError):
+    status_code = 416
+    code = "range_not_satisfiable"
+
+    def __init__(self, message: str, *, size: int) -> None:
+        super().__init__(message)
+        #: the archive's size, for `Content-Range: bytes */<size>`
+        self.size = size
 
 
 class SourceError(ZipedgeError):

@@ -34,12 +34,12 @@ class LocalJobQueue:
         self._jobs: dict[str, _LocalJob] = {}
 
     async def submit(self, manifest: Manifest) -> JobView:
-        existing = self._jobs.get(manifest.archive_id)
+        existing = self._jobs.get(manifest.objects_id)
         if existing is not None and existing.view.status in (JobStatus.QUEUED, JobStatus.RUNNING):
             return existing.view
         now = time.time()
         view = JobView(
-            id=manifest.archive_id,
+            id=manifest.objects_id,
             status=JobStatus.QUEUED,
             filename=manifest.filename,
             bytes_total=manifest.size,

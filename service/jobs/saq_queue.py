@@ -184,7 +184,7 @@ class SaqJobQueue:
         job = Job(
             function=FUNCTION,
             kwargs={"archive_id": manifest.archive_id},
-            key=manifest.archive_id,
+            key=manifest.objects_id,  # one job per set of objects, whatever its layout
             timeout=0,  # builds are long; liveness is the heartbeat's business
             heartbeat=settings.job_heartbeat_s,
             retries=JOB_RETRIES,
@@ -200,11 +200,11 @@ class SaqJobQueue:
         )
         try:
             await self.queue.enqueue(job)  # None when the same archive is already queued/running
-            await self._redis.zadd(RECENT_KEY, {manifest.archive_id: time.time()})
+            await self._redis.zadd(RECENT_KEY, {manifest.objects_id: time.time()})
             await self._redis.zremrangebyrank(RECENT_KEY, 0, -RECENT_JOBS_KEPT - 1)
         except (OSError, aioredis.RedisError) as exc:
             raise DependencyUnavailable(f"job queue: {exc}") from exc
-        return _view(await self._job(manifest.archive_id))
+        return _view(await self._job(manifest.objects_id))
 
     async def get(self, job_id: str) -> JobView:
         return _view(await self._job(job_id))

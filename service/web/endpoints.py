@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
@@ -11,19 +13,23 @@ from service.archive.manifest import Manifest, is_archive_id
 from service.archive.names import content_disposition
 from service.archive.selection import parse_date_range
 from service.constants import IMMUTABLE_CACHE_CONTROL, READINESS_DEADLINE_S, RETRY_AFTER_UNAVAILABLE_S
-from service.downloads import Deferred, NotModified, Outcome, Redirect, Stream
+from service.downloads import CachedFile, Deferred, NotModified, Outcome, Redirect, Stream
 from service.exceptions import UnknownArchive
 from service.metrics import JOBS_QUEUED, render
 from service.readiness import probe_all
 from service.web.bodies import read_json
-from service.web.context import services
+from service.web.context import caller_of, services
 from service.web.jobs import job_accepted
 from service.web.responses import ArchiveResponse
 
 
 async def answer(request: Request, manifest: Manifest) -> Response:
     outcome: Outcome = await services(request).downloads.respond(
-        manifest, method=request.method, headers=request.headers, base_url=str(request.base_url)
+        manifest,
+        method=request.method,
+        headers=request.headers,
+        base_url=str(request.base_url),
+        caller=caller_of(request),
     )
     if isinstance(outcome, NotModified):
         return Response(status_code=304, headers={"ETag": outcome.etag})
@@ -32,10 +38,17 @@ async def answer(request: Request, manifest: Manifest) -> Response:
         return RedirectResponse(
             outcome.location, status_code=302, headers={"ETag": outcome.etag, "Cache-Control": "no-store"}
         )
+    if isinstance(outcome, CachedFile):
+        return _cached_file(outcome.path, outcome.headers)
     if isinstance(outcome, Deferred):
         return await job_accepted(request, outcome)
     assert isinstance(outcome, Stream)
-    return ArchiveResponse(outcome.body, headers=outcome.headers)
+    return ArchiveResponse(outcome.body, headers=outcome.headers, status_code=outcome.status)
+
+
+def _cached_file(path: Path, headers: dict[str, str]) -> Response:
+    """A cache file, with Range and If-Range (Starlette's FileResponse), under our ETag."""
+    return FileResponse(path, media_type="application/zip", headers=headers)
 
 
 async def zip_range(request: Request) -> Response:
@@ -75,19 +88,21 @@ async def get_archive(request: Request) -> Response:
 async def cached_archive(request: Request) -> Response:
     """A finished archive from a cache this process serves itself (the embedded default's
     folder), with Range (resumable), immutable, under the name the redirect asked for."""
-    archive_id = request.path_params["archive_id"]
+    objects_id = request.path_params["archive_id"]
     cache = services(request).runtime.cache
-    path = await cache.served_file(archive_id) if cache is not None and is_archive_id(archive_id) else None
-    if path is None:
-        raise UnknownArchive(f"no cached archive {archive_id!r}")
-    filename = request.query_params.get("filename") or f"{archive_id}.zip"
-    response = FileResponse(
-        path,
-        media_type="application/zip",
-        headers={"ETag": f'"{archive_id}"', "Cache-Control": IMMUTABLE_CACHE_CONTROL},
-    )
-    response.headers["Content-Disposition"] = content_disposition(filename)
-    return response
+    served = await cache.served_file(objects_id) if cache is not None and is_archive_id(objects_id) else None
+    if served is None:
+        raise UnknownArchive(f"no cached archive {objects_id!r}")
+    path, cached = served
+    filename = request.query_params.get("filename") or f"{objects_id}.zip"
+    headers = {
+        "ETag": f'"{cached.archive_id}"',
+        "Cache-Control": IMMUTABLE_CACHE_CONTROL,
+        "Content-Disposition": content_disposition(filename),
+    }
+    if request.headers.get("if-none-match", "").strip() == headers["ETag"]:
+        return Response(status_code=304, headers={"ETag": headers["ETag"]})
+    return _cached_file(path, headers)
 
 
 async def metrics(request: Request) -> Response:

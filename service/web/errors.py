@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from service.constants import RETRY_AFTER_UNAVAILABLE_S
-from service.exceptions import DependencyUnavailable, SourceUnavailable, ZipedgeError
+from service.exceptions import DependencyUnavailable, RangeNotSatisfiable, SourceUnavailable, ZipedgeError
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +23,8 @@ async def zipedge_error(request: Request, exc: Exception) -> Response:
     headers = None
     if isinstance(exc, DependencyUnavailable | SourceUnavailable):
         headers = {"Retry-After": str(RETRY_AFTER_UNAVAILABLE_S)}
+    elif isinstance(exc, RangeNotSatisfiable):
+        headers = {"Content-Range": f"bytes */{exc.size}", "Accept-Ranges": "bytes"}
     if exc.status_code >= 500:
         logger.warning("%s %s failed: %r", request.method, request.url.path, exc)
     return error_response(exc.status_code, exc.code, exc.message, headers)
