@@ -112,7 +112,12 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             from service.sources.s3 import S3Source
 
             assert s3 is not None
-            source = S3Source(s3, bucket=settings.source.bucket, prefix=settings.source.prefix)
+            source = S3Source(
+                s3,
+                bucket=settings.source.bucket,
+                prefix=settings.source.prefix,
+                hidden=settings.staging_in_source,
+            )
             # Cached in process and shared through Redis, so a repeat click costs no LIST.
             listings = DayListingCache(
                 source,
@@ -124,7 +129,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         else:
             from service.sources.folder import FolderSource
 
-            source = FolderSource(settings.source.path)
+            source = FolderSource(settings.source.path, hidden=settings.staging_in_source)
             # Listing a folder is cheap, and files dropped in by hand must show up at once.
             listings = DirectListings(source, source_id=str(settings.source), index=index)
         stack.push_async_callback(source.aclose)

@@ -233,6 +233,21 @@ class Settings:
         return f"https://{self.staging.bucket}.s3.{self.s3.signing_region}.amazonaws.com"
 
     @property
+    def staging_in_source(self) -> str:
+        """Where staging lies inside the source root (`_staging/`), "" when outside: keys
+        under it are pending uploads, not objects anyone may name in an archive."""
+        staging, source = self.staging, self.source
+        if staging.scheme == "file" and staging.path.is_relative_to(source.path):
+            return staging.path.relative_to(source.path).as_posix().rstrip("/") + "/"
+        if (
+            staging.scheme == "s3"
+            and staging.bucket == source.bucket
+            and staging.prefix.startswith(source.prefix)
+        ):
+            return staging.prefix[len(source.prefix) :]
+        return ""
+
+    @property
     def uses_s3(self) -> bool:
         return self.source.scheme == "s3" or (self.cache is not None and self.cache.scheme == "s3")
 

@@ -64,6 +64,10 @@ async def test_the_body_goes_through_the_service_and_into_the_day(tmp_path: Path
             assert again.status_code == 412
             zip_url = "/v1/zip?from=2025-02-01&to=2025-02-01"
             assert (await client.get(zip_url)).status_code == 404  # not completed: in no archive
+            posted = await client.post(
+                "/v1/archives", json={"entries": [{"key": f"_staging/{ticket['id']}"}]}
+            )
+            assert posted.status_code == 400 and posted.json()["error"]["code"] == "invalid_key"
             done = await client.post(ticket["complete_url"])
             assert done.status_code == 200 and done.json()["key"] == "2025/02/01/KA01Z9999.jpg"
             archive = await client.get(zip_url)
@@ -136,3 +140,26 @@ async def test_delete_abandons_and_the_janitor_command_sweeps(tmp_path: Path) ->
     assert run.returncode == 0, run.stderr
     assert f"removed abandoned upload {old['id']}" in run.stdout
     assert staged(tmp_path) == []
+
+
+@pytest.mark.integration
+async def test_the_worker_cron_runs_the_same_sweep(tmp_path: Path, redis_server: Any) -> None:
+    from dataclasses import replace
+
+    from service.identity import UNAUTHENTICATED
+    from service.jobs.saq_queue import JANITOR_CRON, janitor_job
+    from service.runtime import open_runtime
+    from service.uploads import uploads_of
+
+    assert JANITOR_CRON == "*/5 * * * *"
+    settings = settings_for(tmp_path, ZIPEDGE_REDIS_URL=redis_server.url, ZIPEDGE_UPLOAD_GRACE_S="60")
+    async with open_runtime(settings) as runtime:
+        uploads = uploads_of(runtime)
+        old = await uploads.create(UNAUTHENTICATED, announce(), body_url=lambda i, e: "")
+        await runtime.pending.delete(old.record.id)
+        await runtime.pending.put(replace(old.record, created_at=old.record.created_at - 120))
+        fresh = await uploads.create(UNAUTHENTICATED, announce(), body_url=lambda i, e: "")
+        ctx: Any = {"runtime": runtime, "uploads": uploads}
+        assert await janitor_job(ctx) == {"lines": 1}
+        assert await runtime.pending.get(old.record.id) is None
+        assert await runtime.pending.get(fresh.record.id) is not None

@@ -108,8 +108,10 @@ async def test_the_whole_flow_in_every_process(
             # Straight to storage, with exactly the headers handed out.
             put = await storage_put(ticket["url"], content=PHOTO, headers=ticket["headers"])
             assert put.status_code == 200, put.text
-            # Uploaded but not completed: in no archive.
+            # Uploaded but not completed: in no archive, not even one that names its key.
             assert "2025/01/05/MH12AB1234.jpg" not in await archive_names(b)
+            posted = await a.post("/v1/archives", json={"entries": [{"key": f"_staging/{ticket['id']}"}]})
+            assert posted.status_code == 400 and posted.json()["error"]["code"] == "invalid_key"
             done = await b.post(f"/v1/uploads/{ticket['id']}/complete")
             assert done.status_code == 200, done.text
             assert done.json()["key"] == "2025/01/05/MH12AB1234.jpg"

@@ -217,3 +217,41 @@ def test_body_signatures_bind_id_and_expiry() -> None:
     sig = body_signature(b"k", "a" * 32, 100)
     assert sig != body_signature(b"k", "b" * 32, 100) != body_signature(b"k", "a" * 32, 101)
     assert sig != body_signature(b"other", "a" * 32, 100)
+
+
+def test_staging_is_never_a_day_and_defaults_beside_the_days() -> None:
+    from service.exceptions import ConfigError
+
+    folder = Settings.from_env({"ZIPEDGE_SOURCE": "file:///srv/photos"})
+    assert str(folder.staging) == "file:///srv/photos/_staging" and folder.staging_in_source == "_staging/"
+    bucket = Settings.from_env({"ZIPEDGE_SOURCE": "s3://b/gate7"})
+    assert str(bucket.staging) == "s3://b/gate7/_staging" and bucket.staging_in_source == "_staging/"
+    elsewhere = Settings.from_env({"ZIPEDGE_SOURCE": "s3://b/gate7", "ZIPEDGE_STAGING": "s3://other/up"})
+    assert elsewhere.staging_in_source == ""
+    for source, staging in [
+        ("s3://b/gate7", "s3://b/gate7/2025/01/05"),
+        ("s3://b/gate7", "s3://b/gate7"),
+        ("file:///srv/photos", "file:///srv/photos/2025/01/05/x"),
+        ("file:///srv/photos", "s3://b/x"),
+    ]:
+        with pytest.raises(ConfigError):
+            Settings.from_env({"ZIPEDGE_SOURCE": source, "ZIPEDGE_STAGING": staging})
+    with pytest.raises(ConfigError):
+        Settings.from_env({"ZIPEDGE_UPLOAD_TYPES": "image/jpeg, not a type"})
+    assert Settings.from_env({"ZIPEDGE_UPLOAD_TYPES": "Image/JPEG"}).upload_types == ("image/jpeg",)
+
+
+def test_the_page_allows_exactly_the_storage_origin() -> None:
+    from service.web.page import CSP, csp_for
+
+    assert csp_for("") == CSP
+    bucket = Settings.from_env({"ZIPEDGE_SOURCE": "s3://b/gate7", "AWS_REGION": "eu-west-1"})
+    assert csp_for(bucket.upload_origin).endswith("; connect-src 'self' https://b.s3.eu-west-1.amazonaws.com")
+    local = Settings.from_env(
+        {
+            "ZIPEDGE_SOURCE": "s3://b/gate7",
+            "AWS_ENDPOINT_URL": "http://minio:9000",
+            "ZIPEDGE_UPLOAD_ENDPOINT": "http://localhost:9000/",
+        }
+    )
+    assert local.upload_origin == "http://localhost:9000"
