@@ -45,6 +45,7 @@ from service.listing import Listings, day_of_key
 from service.pending import PendingStore, PendingUpload, UploadState
 from service.runtime import Runtime
 from service.settings import Settings
+from service.sigv4 import crc32_header
 from service.staging import Placed, Staging
 from service.upload_request import UploadRequest, parse_upload_request, signature_valid, suffixed
 
@@ -127,8 +128,6 @@ class Uploads:
             headers = {"Content-Length": str(request.size), "Content-Type": request.content_type}
             headers["If-None-Match"] = "*"
             if request.crc32 is not None:
-                from service.sigv4 import crc32_header
-
                 headers["x-amz-checksum-crc32"] = crc32_header(request.crc32)
         await self.pending.put(record)
         return Ticket(record, url, headers)
@@ -172,8 +171,6 @@ class Uploads:
             raise UploadMismatch(f"Content-Length is {length}, not the {record.size} bytes announced")
         declared = headers.get("x-amz-checksum-crc32")
         if record.crc32 is not None and declared is not None:
-            from service.sigv4 import crc32_header
-
             if declared != crc32_header(record.crc32):
                 raise UploadMismatch("x-amz-checksum-crc32 is not the CRC-32 announced")
         return await self.staging.receive(record.staging_key, body, size=record.size, crc32=record.crc32)

@@ -11,6 +11,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from service.upload_request import body_signature
 from service.uploads import Uploads, view
 from service.web.bodies import read_json
 from service.web.context import caller_of, services
@@ -28,8 +29,6 @@ def _doc(request: Request, doc: dict[str, Any]) -> dict[str, Any]:
 
 async def create_upload(request: Request) -> Response:
     def body_url(upload_id: str, expires: int) -> str:
-        from service.upload_request import body_signature
-
         base = str(request.url_for("upload_body", upload_id=upload_id))
         sig = body_signature(services(request).runtime.link_key, upload_id, expires)
         return f"{base}?expires={expires}&sig={sig}"
