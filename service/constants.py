@@ -242,6 +242,10 @@ LISTING_LIVE_TTL_S = 5
 #: was half of a redirect's CPU. Well under LISTING_LIVE_TTL_S, the freshness of today.
 LISTING_VERSION_CHECK_S = 0.25
 
+#: How long one wait for a bump message lasts (seconds), under the Redis client's socket
+#: timeout so an idle channel is not mistaken for a broken connection.
+LISTING_BUMP_LISTEN_S = 0.5
+
 #: A day counts as settled only this long after its UTC midnight: cameras upload late
 #: (buffered while offline, skewed clocks), and those uploads may not all bump.
 LISTING_LATE_UPLOAD_MARGIN_S = 3600

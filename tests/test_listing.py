@@ -441,7 +441,9 @@ async def test_a_repeat_reads_two_keys_until_a_day_is_bumped(
     clock.advance(LISTING_VERSION_CHECK_S)
     reads.clear()
     assert await cache.list_days(DAYS) == await truth(DAYS, objects)
-    assert reads[:2] == [2, 2 + len(DAYS)]  # the generation moved: every version is read again
+    # The generation moved, or the bump was already heard on its channel (then the stamp
+    # check is skipped): either way every version is read again.
+    assert reads[:2] == [2, 2 + len(DAYS)] or reads[0] == 2 + len(DAYS)
     assert source.listed == Counter({"2025/01/01/": 1, "2025/01/02/": 2, "2025/01/03/": 1})
 
 

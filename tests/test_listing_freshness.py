@@ -11,10 +11,11 @@ from collections import Counter
 import pytest
 from redis import asyncio as aioredis
 
-from service.listing import DayListingCache
+from service.listing import DayListingCache, parse_day_prefix
 from tests.test_listing import (
     DAYS,
     MAX_STALE_S,
+    NOON,
     REFRESH_AT_S,
     SOURCE_ID,
     Clock,
@@ -156,3 +157,24 @@ async def test_a_change_found_by_one_process_is_seen_by_all(
     assert a.stats.revalidation_changes == 1
     clock.advance(1)  # past the versions' quarter-second trust
     assert f"{DAY}LATE.jpg" in keys(await b.list(DAY))
+
+
+@integration
+async def test_another_processs_bump_is_heard_without_waiting_for_the_version_check(
+    objects: dict[str, tuple[bytes, int]], clock: Clock, redis_client: aioredis.Redis
+) -> None:
+    (a, _), (b, _) = make(objects, clock, redis_client), make(objects, clock, redis_client)
+    await a.list(DAY)
+    await b.list(DAY)
+    objects[f"{DAY}UPLOADED.jpg"] = (b"completed upload", 1_736_100_000)
+    await asyncio.sleep(0.1)  # a's subscription is up
+    await b.bump(parse_day_prefix(DAY))  # type: ignore[arg-type]
+    for _ in range(100):  # the message arrives in well under a millisecond on loopback
+        if f"{DAY}UPLOADED.jpg" in keys(await a.list(DAY)):
+            break
+        await asyncio.sleep(0.01)
+    else:
+        raise AssertionError("the bump was not heard")
+    assert clock.now == NOON  # no version check was due: the message did it
+    await a.aclose()
+    await b.aclose()

@@ -115,6 +115,7 @@ class DayListingCache:
         """Cancel shared listings still running and drop the in-process tier. The source
         and the Redis client belong to the caller."""
         await self.refresh.aclose()
+        await self._versions.aclose()
         tasks = list(self._inflight.values())
         for task in tasks:
             task.cancel()
