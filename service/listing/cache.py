@@ -135,16 +135,16 @@ class DayListingCache:
         days = day_prefixes(key)
         tokens = await self._versions.tokens([day for _, _, day in days], now)
         every_prefix_a_day = len(days) == len(key)
-        wanted = [
-            Day(index, prefix, day, token) for (index, prefix, day), token in zip(days, tokens, strict=True)
-        ]
-        self.refresh.poll(wanted, now)  # settled days due for re-validation: in the background
+        self.refresh.poll(days, tokens, now)  # settled days due for re-validation: in the background
         if every_prefix_a_day:
             kept = self._ranges.get(key, tuple(tokens), now)
             if kept is not None:
                 self.stats.local_hits += len(key)
                 return list(kept.listings)
         results: list[tuple[ObjectInfo, ...] | None] = [None] * len(prefixes)
+        wanted = [
+            Day(index, prefix, day, token) for (index, prefix, day), token in zip(days, tokens, strict=True)
+        ]
 
         # 1. In-process tier.
         expires = await self._from_local(wanted, results, now)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from redis import asyncio as aioredis
 
@@ -70,15 +70,16 @@ class RefreshAhead:
         self._due[item.key] = (due, expires, Day(0, item.prefix, item.day, item.token))
         self._next = due if self._next is None else min(self._next, due)
 
-    def poll(self, wanted: Sequence[Day], now: datetime) -> None:
-        """Called by every request with its days: starts the due re-validations (never
-        awaited). O(1) while nothing is due."""
+    def poll(self, days: Sequence[tuple[int, str, date]], tokens: Sequence[str], now: datetime) -> None:
+        """Called by every request with its (index, prefix, day)s and their tokens: starts
+        the due re-validations (never awaited). O(1) while nothing is due."""
         if self._next is None or now < self._next:
             return
-        for w in wanted:
-            entry = self._due.get(w.key)
+        for (index, prefix, day), token in zip(days, tokens, strict=True):
+            key = Day(index, prefix, day, token).key
+            entry = self._due.get(key)
             if entry is not None and entry[0] <= now:
-                del self._due[w.key]
+                del self._due[key]
                 if now >= entry[1]:
                     continue  # expired: this very request lists it
                 task = asyncio.create_task(self._run(entry[2]))
