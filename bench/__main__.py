@@ -12,6 +12,9 @@ Starts SeaweedFS in a temp dir and uploads the datasets, then, by part (`--only`
   trivial Starlette redirect; edge HIT throughput against nginx serving the same file;
 * jobs: POST /v1/jobs -> ready against streaming the same bytes; jobs/minute with one and
   two workers.
+* uploads: presign + complete per second at one service process; 200 x 200 KiB photos
+  through presigned PUTs against plain PUTs of the same bytes; complete -> in an archive
+  (bench/uploads.py).
 
 Prints a table per part and writes var/bench/results.json. Exits non-zero only if the run
 broke (a process failed, or the service sent something other than a complete valid
@@ -40,7 +43,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import cached, ceiling, jobs, profile
+from bench import cached, ceiling, jobs, profile, uploads
 from bench.dataset import Content, Dataset, standard_datasets, upload_dataset
 from bench.report import (
     Check,
@@ -64,7 +67,7 @@ from bench.stream import CLIENTS, BenchError, Client, StreamSession, archive_dir
 
 MiB = 1024 * 1024
 FALLBACK_PREFETCH_BYTES = 32 * MiB
-PARTS = ("streams", "redirects", "edge", "jobs")
+PARTS = ("streams", "redirects", "edge", "jobs", "uploads")
 TTFB_MEANING = {
     "curl": "curl's time_starttransfer (request start -> first response byte; the service sends its "
     "headers once the selection is resolved)",
@@ -349,6 +352,7 @@ class Results:
     redirects: cached.RedirectResult | None = None
     edge: cached.EdgeResult | None = None
     jobs: jobs.JobsResult | None = None
+    uploads: uploads.UploadsResult | None = None
 
     @property
     def broken(self) -> bool:
@@ -358,6 +362,7 @@ class Results:
             or (self.redirects is not None and self.redirects.error is not None)
             or (self.edge is not None and self.edge.error is not None)
             or (self.jobs is not None and bool(self.jobs.errors))
+            or (self.uploads is not None and bool(self.uploads.errors))
         )
 
 
@@ -494,6 +499,11 @@ async def measure_all(
                 archives=archives,
                 log=log,
             )
+
+        if "uploads" in args.only:
+            log("uploads: presign, complete, presigned against plain PUTs, complete -> archive")
+            res.uploads = await uploads.measure(direct, env, logs, log)
+            meta["uploads"] = res.uploads.as_dict()
     return res
 
 
@@ -541,6 +551,8 @@ def report(
         part_checks = jobs_checks(res.jobs)
         all_checks += part_checks
         sections.append(render_jobs(res.jobs, part_checks, args.client))
+    if res.uploads is not None:
+        sections.append(uploads.render_uploads(res.uploads))
     sections.append(
         f"load average at start {meta['load_avg_at_start'][0]:.2f}, at end {meta['load_avg_at_end'][0]:.2f} "
         f"on {meta['cpus']} CPUs; total {meta['elapsed_s']} s. Logs in {logs}."

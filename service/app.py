@@ -18,6 +18,7 @@ from service.metrics import MetricsMiddleware
 from service.runtime import Runtime, open_runtime
 from service.settings import Settings
 from service.streams import Streams
+from service.uploads import Uploads, uploads_of
 from service.web.errors import exception_handlers
 from service.web.routes import routes
 
@@ -32,6 +33,7 @@ class Services:
     downloads: Downloads
     jobs: JobQueue
     streams: Streams
+    uploads: Uploads
 
 
 @contextlib.asynccontextmanager
@@ -62,8 +64,18 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         streams = Streams(runtime)
         stack.push_async_callback(streams.aclose)
         jobs = await stack.enter_async_context(open_jobs(runtime, streams))
+        uploads = uploads_of(runtime)
+        if not settings.redis_url:
+            # No worker without Redis: this process sweeps abandoned uploads itself.
+            from service.janitor import periodic_janitor
+
+            await stack.enter_async_context(periodic_janitor(runtime, uploads))
         yield Services(
-            runtime=runtime, downloads=Downloads(runtime, streams, jobs), jobs=jobs, streams=streams
+            runtime=runtime,
+            downloads=Downloads(runtime, streams, jobs),
+            jobs=jobs,
+            streams=streams,
+            uploads=uploads,
         )
 
 

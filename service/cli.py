@@ -94,6 +94,24 @@ def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _janitor(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from service.janitor import run_janitor
+    from service.runtime import open_runtime
+    from service.uploads import uploads_of
+
+    async def sweep() -> list[str]:
+        async with open_runtime(Settings.from_env()) as runtime:
+            return await run_janitor(runtime, uploads_of(runtime))
+
+    lines = asyncio.run(sweep())
+    for line in lines:
+        print(f"zipedge janitor: {line}")
+    print(f"zipedge janitor: done, {len(lines)} thing{'' if len(lines) == 1 else 's'} removed or reported")
+    return 0
+
+
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Every option shows its default; an option whose default is None says in its own
     words what happens without it."""
@@ -177,6 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     stack.add_argument("--edge-port", type=int, default=0, help="the edge's port; 0: a free one")
     stack.set_defaults(func=_stack)
+
+    janitor = command(
+        "janitor", "remove abandoned uploads and stale cache multipart uploads now (also a worker task)"
+    )
+    janitor.set_defaults(func=_janitor)
     return parser
 
 

@@ -242,6 +242,10 @@ LISTING_LIVE_TTL_S = 5
 #: was half of a redirect's CPU. Well under LISTING_LIVE_TTL_S, the freshness of today.
 LISTING_VERSION_CHECK_S = 0.25
 
+#: How long one wait for a bump message lasts (seconds), under the Redis client's socket
+#: timeout so an idle channel is not mistaken for a broken connection.
+LISTING_BUMP_LISTEN_S = 0.5
+
 #: A day counts as settled only this long after its UTC midnight: cameras upload late
 #: (buffered while offline, skewed clocks), and those uploads may not all bump.
 LISTING_LATE_UPLOAD_MARGIN_S = 3600
@@ -333,3 +337,49 @@ ZIP_DIRECTORY_BLOCK_BYTES = 64 * KiB
 #: Earliest and latest instants a DOS date can hold.
 DOS_EPOCH_YEAR = 1980
 DOS_LAST_YEAR = 2107
+
+# --- uploads ---------------------------------------------------------------------------
+
+#: Largest photo accepted by POST /v1/uploads (bytes; ZIPEDGE_UPLOAD_MAX_BYTES). A camera
+#: JPEG is a few MiB; 50 MiB leaves room for HEIC bursts and panoramas.
+DEFAULT_UPLOAD_MAX_BYTES = 50 * MiB
+#: Content types accepted (ZIPEDGE_UPLOAD_TYPES), and the extension a file name without
+#: one gets, so that a bare plate number still opens as a picture.
+DEFAULT_UPLOAD_TYPES = ("image/jpeg", "image/png", "image/webp", "image/heic")
+UPLOAD_EXTENSIONS = {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp", "image/heic": ".heic"}
+#: Validity of an upload URL (seconds; ZIPEDGE_UPLOAD_TTL_S): long enough for 50 MiB over
+#: a slow uplink, short enough that a leaked URL is soon worthless.
+DEFAULT_UPLOAD_TTL_S = 900
+#: Age after which a pending upload counts as abandoned (seconds; ZIPEDGE_UPLOAD_GRACE_S).
+DEFAULT_UPLOAD_GRACE_S = 24 * 3600
+#: Random bytes of an upload id (hex in URLs and keys): unguessable.
+UPLOAD_ID_BYTES = 16
+#: How far in the future `taken_at` may lie (seconds): camera clocks drift, but not by days.
+UPLOAD_MAX_FUTURE_S = 24 * 3600
+#: A complete holds its upload this long (seconds) while it verifies, copies and records;
+#: a second complete meanwhile waits for its answer instead of copying again.
+UPLOAD_COMPLETE_LEASE_S = 60
+#: How long a racing complete waits for the one holding the lease (seconds), polling.
+UPLOAD_COMPLETE_WAIT_S = 30.0
+UPLOAD_COMPLETE_POLL_S = 0.05
+#: Records outlive the grace period by this much in Redis (seconds), so a record the
+#: janitor never reached (no janitor running) still disappears by itself.
+UPLOAD_RECORD_SLACK_S = 24 * 3600
+#: Bytes gathered before one write to the staging folder (one thread hop per write).
+UPLOAD_FOLDER_WRITE_BYTES = 1 * MiB
+#: How often the worker (or, without Redis, the service) runs the janitor (seconds).
+JANITOR_INTERVAL_S = 300
+#: Records the janitor claims per round trip.
+JANITOR_BATCH = 100
+#: A multipart upload under the cache prefix older than this many build-lock lifetimes
+#: belongs to a build that died (a live build renews its lock every third of one).
+STALE_MULTIPART_LOCK_TTLS = 4
+
+# --- listing freshness -------------------------------------------------------------------
+
+#: Longest a change made behind zipedge's back may stay invisible in a day's listing
+#: (seconds; ZIPEDGE_LISTING_MAX_STALE_S), settled days included.
+DEFAULT_LISTING_MAX_STALE_S = 300
+#: A settled day is re-listed in the background once its cached listing is this far
+#: through its life, so requests keep hitting the cache while it is re-validated.
+LISTING_REFRESH_AT_FRACTION = 0.5

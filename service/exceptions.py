@@ -12,6 +12,11 @@ exc`), so no botocore, httpx or redis exception ever reaches a request handler.
   | - NothingSelected       404  the selection resolved to no object
   | - UnknownArchive        404  no manifest stored under that id
   | - UnknownJob            404  no job with that id
+  | - UnknownUpload         404  no upload with that id (or someone else's)
+  | - BadUploadLink         403  an upload body URL tampered with or expired
+  | - UploadIncomplete      409  complete before the body arrived
+  | - UploadExists          412  a second body for the same upload
+  | - UploadMismatch        422  the stored body is not what was announced
   | - ObjectNotFound        404  a named key or URL does not exist
   | - TooLarge              413  over the hard entry or byte limits
   | - RangeNotSatisfiable   416  a Range wholly past the end of the archive
@@ -80,6 +85,33 @@ class UnknownArchive(RequestError):
 class UnknownJob(RequestError):
     status_code = 404
     code = "unknown_job"
+
+
+class UnknownUpload(RequestError):
+    status_code = 404
+    code = "unknown_upload"
+
+
+class BadUploadLink(RequestError):
+    status_code = 403
+    code = "bad_upload_link"
+
+
+class UploadIncomplete(RequestError):
+    status_code = 409
+    code = "upload_incomplete"
+
+
+class UploadExists(RequestError):
+    status_code = 412
+    code = "upload_exists"
+
+
+class UploadMismatch(RequestError):
+    """Size, type or CRC-32 of the stored body differ from what POST /v1/uploads said."""
+
+    status_code = 422
+    code = "upload_mismatch"
 
 
 class ObjectNotFound(RequestError):

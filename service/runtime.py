@@ -17,17 +17,21 @@ from redis import asyncio as aioredis
 
 from service.cache.base import ArchiveCache
 from service.cache.lock import BuildLock, LocalBuildLock, RedisBuildLock
-from service.constants import REDIS_SOCKET_TIMEOUT_S, S3_POOL_HEADROOM
+from service.constants import REDIS_SOCKET_TIMEOUT_S, S3_POOL_HEADROOM, UPLOAD_RECORD_SLACK_S
 from service.exceptions import DependencyUnavailable
 from service.index import ObjectIndex
 from service.index.memory import MemoryObjectIndex
 from service.index.redis import RedisObjectIndex
 from service.index.sqlite import SqliteObjectIndex
+from service.linkkey import link_key
 from service.listing import DayListingCache, DirectListings, Listings
 from service.manifests import FolderManifestStore, ManifestStore, RedisManifestStore
+from service.pending import PendingStore
+from service.pending.memory import MemoryPendingStore
 from service.s3.client import S3
 from service.settings import Settings
 from service.sources.base import Reader, Source
+from service.staging import Staging
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +46,10 @@ class Runtime:
     index: ObjectIndex = field(default_factory=MemoryObjectIndex)
     redis: aioredis.Redis | None = None
     s3: S3 | None = None
+    #: uploads: their records, where their bodies wait, the key of the body URLs
+    pending: PendingStore = field(default_factory=MemoryPendingStore)
+    staging: Staging | None = None
+    link_key: bytes = b""
 
     @property
     def source_id(self) -> str:
@@ -54,6 +62,7 @@ class Runtime:
             "source": self.source.check,
             "manifests": self.manifests.check,
             "index": self.index.check,
+            "uploads": self.pending.check,
         }
         if self.cache is not None:
             probes["cache"] = self.cache.check
@@ -103,13 +112,24 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             from service.sources.s3 import S3Source
 
             assert s3 is not None
-            source = S3Source(s3, bucket=settings.source.bucket, prefix=settings.source.prefix)
+            source = S3Source(
+                s3,
+                bucket=settings.source.bucket,
+                prefix=settings.source.prefix,
+                hidden=settings.staging_in_source,
+            )
             # Cached in process and shared through Redis, so a repeat click costs no LIST.
-            listings = DayListingCache(source, source_id=str(settings.source), redis=redis, index=index)
+            listings = DayListingCache(
+                source,
+                source_id=str(settings.source),
+                redis=redis,
+                index=index,
+                max_stale_s=settings.listing_max_stale_s,
+            )
         else:
             from service.sources.folder import FolderSource
 
-            source = FolderSource(settings.source.path)
+            source = FolderSource(settings.source.path, hidden=settings.staging_in_source)
             # Listing a folder is cheap, and files dropped in by hand must show up at once.
             listings = DirectListings(source, source_id=str(settings.source), index=index)
         stack.push_async_callback(source.aclose)
@@ -149,6 +169,9 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
 
             cache = FolderArchiveCache(settings.cache.path)
 
+        pending, staging = _uploads(settings, source, redis, s3)
+        stack.push_async_callback(pending.aclose)
+
         yield Runtime(
             settings=settings,
             source=source,
@@ -160,4 +183,44 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             index=index,
             redis=redis,
             s3=s3,
+            pending=pending,
+            staging=staging,
+            link_key=link_key(settings.link_secret, settings.data_dir),
         )
+
+
+def _uploads(
+    settings: Settings, source: Source, redis: aioredis.Redis | None, s3: S3 | None
+) -> tuple[PendingStore, Staging]:
+    """Upload records (Redis, else SQLite under the data dir) and staging (the bucket,
+    else a folder beside the source's)."""
+    pending: PendingStore
+    if redis is not None:
+        from service.pending.redis import RedisPendingStore
+
+        ttl = settings.upload_grace_s + settings.upload_ttl_s + UPLOAD_RECORD_SLACK_S
+        pending = RedisPendingStore(redis, record_ttl_s=ttl)
+    else:
+        from service.pending.sqlite import SqlitePendingStore
+
+        pending = SqlitePendingStore(settings.data_dir / "uploads.sqlite3")
+    staging: Staging
+    if settings.staging.scheme == "s3":
+        from service.staging.s3 import S3Staging
+
+        assert s3 is not None
+        staging = S3Staging(
+            s3,
+            bucket=settings.staging.bucket,
+            prefix=settings.staging.prefix,
+            source_bucket=settings.source.bucket,
+            source_prefix=settings.source.prefix,
+            upload_endpoint=settings.upload_endpoint,
+        )
+    else:
+        from service.sources.folder import FolderSource
+        from service.staging.folder import FolderStaging
+
+        assert isinstance(source, FolderSource)
+        staging = FolderStaging(settings.staging.path, source)
+    return pending, staging

@@ -7,10 +7,11 @@ Nothing else in zipedge reads `os.environ`. Bad values fail at startup with a
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from service import constants
@@ -144,6 +145,20 @@ class Settings:
     finish_on_disconnect: bool
     max_builds: int
     s3: S3Settings
+    # --- uploads and listing freshness (see `_upload_settings`) ---
+    #: where uploads wait until completed; never under a day prefix (ZIPEDGE_STAGING)
+    staging: Location = field(default_factory=lambda: Location("file", Path("/nonexistent"), "", ""))
+    upload_max_bytes: int = constants.DEFAULT_UPLOAD_MAX_BYTES
+    upload_types: tuple[str, ...] = constants.DEFAULT_UPLOAD_TYPES
+    upload_ttl_s: int = constants.DEFAULT_UPLOAD_TTL_S
+    upload_grace_s: int = constants.DEFAULT_UPLOAD_GRACE_S
+    #: the S3 endpoint browsers and cameras PUT to (signed for its host); "" = the
+    #: client's endpoint, or AWS's virtual-hosted one (ZIPEDGE_UPLOAD_ENDPOINT)
+    upload_endpoint: str = ""
+    #: HMAC key of the service's own signed URLs (ZIPEDGE_LINK_SECRET, else the JWT
+    #: secret); "" = a random key kept under the data dir
+    link_secret: str = ""
+    listing_max_stale_s: int = constants.DEFAULT_LISTING_MAX_STALE_S
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *, cwd: Path | None = None) -> Settings:
@@ -202,8 +217,85 @@ class Settings:
             finish_on_disconnect=env.choice("ZIPEDGE_TEE_ON_DISCONNECT", ("finish", "abort")) == "finish",
             max_builds=integer("ZIPEDGE_MAX_BUILDS", constants.DEFAULT_MAX_BUILDS, 0),
             s3=s3,
+            **_upload_settings(env, source),
         )
+
+    @property
+    def upload_origin(self) -> str:
+        """The origin browsers PUT upload bodies to when storage receives them directly
+        (the page's CSP allows it for connect-src); "" when the service receives them."""
+        if self.staging.scheme != "s3":
+            return ""
+        endpoint = self.upload_endpoint or self.s3.endpoint_url
+        if endpoint:
+            parts = urlsplit(endpoint)
+            return f"{parts.scheme}://{parts.netloc}"
+        return f"https://{self.staging.bucket}.s3.{self.s3.signing_region}.amazonaws.com"
+
+    @property
+    def staging_in_source(self) -> str:
+        """Where staging lies inside the source root (`_staging/`), "" when outside: keys
+        under it are pending uploads, not objects anyone may name in an archive."""
+        staging, source = self.staging, self.source
+        if staging.scheme == "file" and staging.path.is_relative_to(source.path):
+            return staging.path.relative_to(source.path).as_posix().rstrip("/") + "/"
+        if (
+            staging.scheme == "s3"
+            and staging.bucket == source.bucket
+            and staging.prefix.startswith(source.prefix)
+        ):
+            return staging.prefix[len(source.prefix) :]
+        return ""
 
     @property
     def uses_s3(self) -> bool:
         return self.source.scheme == "s3" or (self.cache is not None and self.cache.scheme == "s3")
+
+
+_DAY_FOLDER = re.compile(r"[0-9]{4}/[0-9]{2}/[0-9]{2}(/|$)")
+
+
+def _staging_location(env: _Environment, source: Location) -> Location:
+    raw = env.text("ZIPEDGE_STAGING")
+    if not raw:
+        if source.scheme == "file":
+            return Location("file", source.path / "_staging", "", "")
+        return Location("s3", Path(), source.bucket, f"{source.prefix}_staging/")
+    staging = Location.parse("ZIPEDGE_STAGING", raw)
+    if staging.scheme != source.scheme:
+        raise ConfigError("ZIPEDGE_STAGING: must be the same kind of storage as ZIPEDGE_SOURCE")
+    # Relative to the source root, staging must not be a day (or inside one): every
+    # archive of that day would then list the pending photos.
+    inside: str | None = None
+    if staging.scheme == "file" and staging.path.is_relative_to(source.path):
+        inside = staging.path.relative_to(source.path).as_posix()
+    elif (
+        staging.scheme == "s3"
+        and staging.bucket == source.bucket
+        and staging.prefix.startswith(source.prefix)
+    ):
+        inside = staging.prefix[len(source.prefix) :]
+    if inside is not None and (inside in ("", ".") or _DAY_FOLDER.match(inside)):
+        raise ConfigError(
+            "ZIPEDGE_STAGING: must not be the source root or under a day prefix (YYYY/MM/DD/) of it"
+        )
+    return staging
+
+
+def _upload_settings(env: _Environment, source: Location) -> dict[str, Any]:
+    types = tuple(t.strip().lower() for t in env.text("ZIPEDGE_UPLOAD_TYPES").split(",") if t.strip())
+    for kind in types:
+        if "/" not in kind or any(c in kind for c in " ;,"):
+            raise ConfigError(f"ZIPEDGE_UPLOAD_TYPES: {kind!r} is not a content type")
+    return {
+        "staging": _staging_location(env, source),
+        "upload_max_bytes": env.integer("ZIPEDGE_UPLOAD_MAX_BYTES", constants.DEFAULT_UPLOAD_MAX_BYTES),
+        "upload_types": types or constants.DEFAULT_UPLOAD_TYPES,
+        "upload_ttl_s": env.integer("ZIPEDGE_UPLOAD_TTL_S", constants.DEFAULT_UPLOAD_TTL_S),
+        "upload_grace_s": env.integer("ZIPEDGE_UPLOAD_GRACE_S", constants.DEFAULT_UPLOAD_GRACE_S),
+        "upload_endpoint": env.url("ZIPEDGE_UPLOAD_ENDPOINT", ("http", "https")).rstrip("/"),
+        "link_secret": env.text("ZIPEDGE_LINK_SECRET") or env.text("ZIPEDGE_AUTH_JWT_SECRET"),
+        "listing_max_stale_s": env.integer(
+            "ZIPEDGE_LISTING_MAX_STALE_S", constants.DEFAULT_LISTING_MAX_STALE_S
+        ),
+    }

@@ -21,6 +21,7 @@ difference between CPU-bound and network-bound streaming.
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 import hmac
@@ -209,3 +210,84 @@ def _presign_at(
 
     base = public_url.rstrip("/") if public_url else f"{parts.scheme}://{host}"
     return f"{base}{path}?{encoded_query}&X-Amz-Signature={signature}"
+
+
+# --- presigned uploads ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PresignedPut:
+    """A presigned PUT: the URL and exactly the headers the client must send with it
+    (every one of them is signed, so a different value fails the signature)."""
+
+    url: str
+    headers: dict[str, str]
+
+
+def crc32_header(crc32: int) -> str:
+    """The `x-amz-checksum-crc32` value of a CRC-32: base64 of its four big-endian bytes."""
+    if not 0 <= crc32 <= 0xFFFFFFFF:
+        raise ValueError(f"not a CRC-32: {crc32}")
+    return base64.b64encode(crc32.to_bytes(4, "big")).decode("ascii")
+
+
+def presign_put(
+    *,
+    origin: str,
+    bucket: str,
+    key: str,
+    credentials: Credentials,
+    region: str,
+    expires_s: int,
+    size: int,
+    content_type: str,
+    crc32: int | None = None,
+    path_style: bool = True,
+    now: float | None = None,
+) -> PresignedPut:
+    """A presigned `PUT` of `bucket/key` at `origin`, valid `expires_s` from `now`, bound
+    to the body's length, its type, its CRC-32 (when given) and `If-None-Match: *` (the
+    key must not exist yet): all of them are in `X-Amz-SignedHeaders`. The URL is signed
+    for the host it names, so the client must reach storage under exactly that name."""
+    if not 0 < expires_s <= MAX_EXPIRES_S:
+        raise ValueError(f"expiry must be within 1..{MAX_EXPIRES_S} s")
+    if size < 0:
+        raise ValueError("size must not be negative")
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
+    day = stamp[:8]
+    scope = f"{day}/{region}/s3/aws4_request"
+    parts = urlsplit(origin)
+    host = parts.netloc
+    if path_style:
+        path = f"/{bucket}/{key}"
+    else:
+        host = f"{bucket}.{host}"
+        path = f"/{key}"
+    path = canonical_path(path)
+
+    sent = {"Content-Length": str(size), "Content-Type": content_type, "If-None-Match": "*"}
+    if crc32 is not None:
+        sent["x-amz-checksum-crc32"] = crc32_header(crc32)
+    signed_values = {"host": host, **{name.lower(): value.strip() for name, value in sent.items()}}
+    names = sorted(signed_values)
+    signed = ";".join(names)
+    query = {
+        "X-Amz-Algorithm": "AWS4-HMAC-SHA256",
+        "X-Amz-Credential": f"{credentials.access_key}/{scope}",
+        "X-Amz-Date": stamp,
+        "X-Amz-Expires": str(expires_s),
+        "X-Amz-SignedHeaders": signed,
+    }
+    if credentials.session_token:
+        query["X-Amz-Security-Token"] = credentials.session_token
+    encoded_query = canonical_query(query)
+    canonical_headers = "".join(f"{name}:{signed_values[name]}\n" for name in names)
+    canonical_request = "\n".join(["PUT", path, encoded_query, canonical_headers, signed, "UNSIGNED-PAYLOAD"])
+    string_to_sign = "\n".join(
+        ["AWS4-HMAC-SHA256", stamp, scope, hashlib.sha256(canonical_request.encode()).hexdigest()]
+    )
+    signature = hmac.new(
+        _signing_key(credentials.secret_key, day, region), string_to_sign.encode(), hashlib.sha256
+    ).hexdigest()
+    url = f"{parts.scheme}://{host}{path}?{encoded_query}&X-Amz-Signature={signature}"
+    return PresignedPut(url=url, headers=sent)

@@ -79,3 +79,45 @@ def test_known_signature_vector() -> None:
 def test_bad_window_is_refused() -> None:
     with pytest.raises(ValueError):
         url(0, window_s=0)
+
+
+def test_presigned_put_matches_botocore_with_the_bound_headers() -> None:
+    """The upload URL signs Content-Length, Content-Type, If-None-Match and the CRC header;
+    checked against botocore's query signer given the same headers and instant."""
+    from service.sigv4 import crc32_header, presign_put
+
+    ours = presign_put(
+        origin="http://127.0.0.1:8333",
+        bucket="photos",
+        key="gate7/_staging/abc",
+        credentials=CREDS,
+        region="us-east-1",
+        expires_s=900,
+        size=1234,
+        content_type="image/jpeg",
+        crc32=0xDEADBEEF,
+        now=1_736_000_000,
+    )
+    assert ours.headers == {
+        "Content-Length": "1234",
+        "Content-Type": "image/jpeg",
+        "If-None-Match": "*",
+        "x-amz-checksum-crc32": crc32_header(0xDEADBEEF),
+    }
+    assert crc32_header(0xDEADBEEF) == "3q2+7w=="
+    query = parse_qs(urlsplit(ours.url).query)
+    assert query["X-Amz-SignedHeaders"] == [
+        "content-length;content-type;host;if-none-match;x-amz-checksum-crc32"
+    ]
+    request = AWSRequest(
+        method="PUT", url="http://127.0.0.1:8333/photos/gate7/_staging/abc", headers=dict(ours.headers)
+    )
+    signer = S3SigV4QueryAuth(
+        BotoCredentials(CREDS.access_key, CREDS.secret_key), "s3", "us-east-1", expires=900
+    )
+    fixed = datetime.datetime(2025, 1, 4, 14, 13, 20)
+    with mock.patch("botocore.auth.get_current_datetime", return_value=fixed):
+        signer.add_auth(request)
+    theirs = parse_qs(urlsplit(request.url).query)
+    assert theirs["X-Amz-SignedHeaders"] == query["X-Amz-SignedHeaders"]
+    assert query["X-Amz-Signature"] == theirs["X-Amz-Signature"]

@@ -17,13 +17,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis import asyncio as aioredis
-from saq import Job, Worker
+from saq import CronJob, Job, Worker
 from saq.job import Status
 from saq.queue.redis import RedisQueue
 from saq.types import Context, PartialTimersDict
 
 from service.archive.manifest import Manifest
 from service.constants import (
+    JANITOR_INTERVAL_S,
     JOB_RETRIES,
     JOB_RETRY_MAX_DELAY_S,
     JOB_TTL_S,
@@ -36,9 +37,10 @@ from service.jobs.build import ArchiveBuilder
 from service.jobs.model import JobStatus, JobView
 from service.manifests import ManifestStore
 from service.metrics import JOB_SECONDS, REGISTRY
-from service.runtime import open_runtime
+from service.runtime import Runtime, open_runtime
 from service.settings import Settings
 from service.streams import Streams
+from service.uploads import Uploads, uploads_of
 from service.writer import Progress
 
 logger = logging.getLogger(__name__)
@@ -120,6 +122,8 @@ return id_jobs
 class JobContext(Context, total=False):
     builder: ArchiveBuilder
     manifests: ManifestStore
+    runtime: Runtime
+    uploads: Uploads
 
 
 class PromptWorker(Worker[JobContext]):
@@ -296,6 +300,20 @@ async def build_archive_job(ctx: JobContext, *, archive_id: str) -> dict[str, An
     return {"ok": True}
 
 
+async def janitor_job(ctx: JobContext) -> dict[str, Any]:
+    """The saq cron job: the same sweep as `zipedge janitor` (one worker runs each tick)."""
+    from service.janitor import run_janitor
+
+    lines = await run_janitor(ctx["runtime"], ctx["uploads"])
+    for line in lines:
+        logger.info("janitor: %s", line)
+    return {"lines": len(lines)}
+
+
+#: Every JANITOR_INTERVAL_S (300 s: every fifth minute).
+JANITOR_CRON = f"*/{JANITOR_INTERVAL_S // 60} * * * *"
+
+
 async def run_worker(
     settings: Settings, *, concurrency: int, burst: bool = False, metrics_port: int = 0
 ) -> None:
@@ -319,6 +337,7 @@ async def run_worker(
         worker = PromptWorker(
             queue,
             functions=[(FUNCTION, build_archive_job)],
+            cron_jobs=[CronJob(janitor_job, cron=JANITOR_CRON, timeout=JANITOR_INTERVAL_S)],
             concurrency=concurrency,
             timers=timers,
             shutdown_grace_period_s=WORKER_SHUTDOWN_GRACE_S,
@@ -327,6 +346,8 @@ async def run_worker(
         )
         worker.context["builder"] = ArchiveBuilder(runtime, streams)
         worker.context["manifests"] = runtime.manifests
+        worker.context["runtime"] = runtime
+        worker.context["uploads"] = uploads_of(runtime)
         await queue.connect()
         try:
             await worker.start()

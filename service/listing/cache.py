@@ -30,10 +30,12 @@ from typing import Any
 from redis import asyncio as aioredis
 
 from service.constants import (
+    DEFAULT_LISTING_MAX_STALE_S,
     LIST_CONCURRENCY,
     LISTING_LIVE_TTL_S,
     LISTING_LOCAL_MAX_OBJECTS,
     LISTING_REDIS_OP_TIMEOUT_S,
+    LISTING_REFRESH_AT_FRACTION,
     LISTING_SETTLED_LOCAL_TTL_S,
     LISTING_SETTLED_REDIS_TTL_S,
 )
@@ -51,6 +53,7 @@ from service.listing.keys import (
     listing_key,
     parse_day_prefix,
 )
+from service.listing.refresh import RefreshAhead, due_after, same_listing
 from service.listing.tiers import Day, KeptRanges, LocalTier, run_codec
 from service.listing.versions import REDIS_ERRORS, DayVersions, ListingStats, RedisBreaker
 from service.sources.base import ObjectInfo, Source
@@ -83,6 +86,7 @@ class DayListingCache:
         now: Callable[[], datetime] = _utcnow,
         local_max_objects: int = LISTING_LOCAL_MAX_OBJECTS,
         index: ObjectIndex | None = None,
+        max_stale_s: int = DEFAULT_LISTING_MAX_STALE_S,
     ) -> None:
         self.source = source
         self.source_id = source_id
@@ -97,10 +101,21 @@ class DayListingCache:
         self._local = LocalTier(local_max_objects)
         self._ranges = KeptRanges(local_max_objects)
         self._inflight: dict[str, asyncio.Task[tuple[ObjectInfo, ...]]] = {}
+        #: no settled listing is served older than this (ZIPEDGE_LISTING_MAX_STALE_S)
+        self.max_stale_s = max_stale_s
+        self.refresh = RefreshAhead(
+            source_id=source_id,
+            redis=redis,
+            interval_s=max_stale_s * LISTING_REFRESH_AT_FRACTION,
+            revalidate=self._revalidate,
+            clock=self._clock,
+        )
 
     async def aclose(self) -> None:
         """Cancel shared listings still running and drop the in-process tier. The source
         and the Redis client belong to the caller."""
+        await self.refresh.aclose()
+        await self._versions.aclose()
         tasks = list(self._inflight.values())
         for task in tasks:
             task.cancel()
@@ -120,6 +135,7 @@ class DayListingCache:
         days = day_prefixes(key)
         tokens = await self._versions.tokens([day for _, _, day in days], now)
         every_prefix_a_day = len(days) == len(key)
+        self.refresh.poll(days, tokens, now)  # settled days due for re-validation: in the background
         if every_prefix_a_day:
             kept = self._ranges.get(key, tuple(tokens), now)
             if kept is not None:
@@ -200,12 +216,38 @@ class DayListingCache:
         now = self._now()
         return now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
 
-    @staticmethod
-    def _ttls(item: Day, now: datetime) -> tuple[int, int]:
-        """(in-process, Redis) lifetimes in seconds of a listing taken `now`."""
+    def _ttls(self, item: Day, now: datetime) -> tuple[int, int]:
+        """(in-process, Redis) lifetimes in seconds of a listing taken `now`: never more
+        than max-stale, so a change behind zipedge's back shows within it."""
+        cap = self.max_stale_s
         if item.token == OFFLINE or not is_settled(item.day, now):
-            return LISTING_LIVE_TTL_S, LISTING_LIVE_TTL_S
-        return LISTING_SETTLED_LOCAL_TTL_S, LISTING_SETTLED_REDIS_TTL_S
+            return min(LISTING_LIVE_TTL_S, cap), min(LISTING_LIVE_TTL_S, cap)
+        return min(LISTING_SETTLED_LOCAL_TTL_S, cap), min(LISTING_SETTLED_REDIS_TTL_S, cap)
+
+    def _schedule(self, item: Day, listed_at: datetime, now: datetime) -> None:
+        """A settled listing taken at `listed_at` is re-validated ahead of its expiry."""
+        if item.token != OFFLINE and is_settled(item.day, now):
+            ttl = self._ttls(item, now)[0]
+            self.refresh.schedule(item, *due_after(listed_at, ttl, LISTING_REFRESH_AT_FRACTION))
+
+    async def _revalidate(self, item: Day, started: datetime) -> None:
+        """List a settled day again (claimed by `RefreshAhead`): unchanged, its life is
+        extended in both tiers from `started`; changed, the day is bumped everywhere."""
+        current = (await self._local.get_many([item.key], started))[0]
+        self.stats.source_lists += 1
+        self.stats.revalidations += 1
+        objects = await list_with_crcs(self.source, self.index, self.source_id, item.prefix)
+        if current is None:
+            return  # gone from this process meanwhile: the next request reads it afresh
+        if not same_listing(current.objects, objects):
+            self.stats.revalidation_changes += 1
+            await self.bump(item.day)
+            return
+        local_ttl, _ = self._ttls(item, started)
+        await self._local.put(item.key, current.objects, local_ttl, started)
+        self._schedule(item, started, started)
+        if self._redis is not None:
+            await self._redis_store([(item, current.objects)], listed_at=started)
 
     async def _from_local(
         self, items: list[Day], results: list[tuple[ObjectInfo, ...] | None], now: datetime
@@ -261,10 +303,13 @@ class DayListingCache:
             local_ttl, _ = self._ttls(w, now)
             # Never kept in process longer than its writer allowed.
             await self._local.put(w.key, objects, min(local_ttl, (expires - now).total_seconds()), now)
+            self._schedule(w, expires - timedelta(seconds=self._ttls(w, now)[1]), now)
 
-    async def _redis_store(self, listed: list[tuple[Day, tuple[ObjectInfo, ...] | None]]) -> None:
+    async def _redis_store(
+        self, listed: list[tuple[Day, tuple[ObjectInfo, ...] | None]], *, listed_at: datetime | None = None
+    ) -> None:
         assert self._redis is not None
-        now = self._clock()
+        now = listed_at or self._clock()
         if self._breaker.resting(now):
             return
         items: list[tuple[str, int, tuple[ObjectInfo, ...], datetime]] = []
@@ -297,10 +342,11 @@ class DayListingCache:
         later request finds it either in flight or in the tier, never in neither."""
         async with semaphore:
             self.stats.source_lists += 1
+            started = self._clock()  # lifetimes count from the LIST's start
             objects = await list_with_crcs(self.source, self.index, self.source_id, item.prefix)
-        now = self._clock()
-        local_ttl, _ = self._ttls(item, now)
-        await self._local.put(item.key, objects, local_ttl, now)
+        local_ttl, _ = self._ttls(item, started)
+        await self._local.put(item.key, objects, local_ttl, started)
+        self._schedule(item, started, started)
         return objects
 
     def _make_forget(self, key: str) -> Callable[[asyncio.Task[tuple[ObjectInfo, ...]]], None]:

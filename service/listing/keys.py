@@ -136,3 +136,14 @@ def version_token(epoch: str, value: Any) -> str:
         logger.warning("ignoring a bad listing version %r", value)
         return OFFLINE
     return f"{epoch}.{version}" if version >= 0 else OFFLINE
+
+
+def refresh_key(source_id: str, day: date, token: str) -> str:
+    """Redis key of a settled day's re-validation claim (SET NX): one LIST of that day per
+    interval across every process (see `service/listing/refresh.py`)."""
+    return f"{KEY_PREFIX}r:{source_hash(source_id)}:{day.isoformat()}:{token}"
+
+
+def bumps_channel(source_id: str) -> str:
+    """Redis pub/sub channel on which `bump_day` announces a bumped day of the source."""
+    return f"{KEY_PREFIX}bumps:{source_hash(source_id)}"

@@ -9,7 +9,9 @@ generation they were read at: a request whose days it knows reads just two keys 
 and generation), and all the versions of its range, in one MGET, only after a bump. It
 asks at most every `LISTING_VERSION_CHECK_S` (a quarter second): repeat requests in
 between touch no Redis, and a bump made by another process is seen within that time (one
-made through `DayVersions.bump`, at once).
+made through `DayVersions.bump`, at once). `bump_day` also publishes the day on a Redis
+channel that every process listens to, which drops the trusted versions as soon as the
+message arrives, so in practice another process's bump is seen by the very next request.
 
 Without Redis the versions live in this process. With Redis, tokens also carry an epoch
 set once per Redis dataset, so a Redis restarted empty (versions back at 0) cannot revive
@@ -34,6 +36,7 @@ from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
 from service.constants import (
+    LISTING_BUMP_LISTEN_S,
     LISTING_KNOWN_VERSIONS_MAX_DAYS,
     LISTING_REDIS_LOG_INTERVAL_S,
     LISTING_REDIS_OP_TIMEOUT_S,
@@ -42,7 +45,7 @@ from service.constants import (
     LISTING_VERSION_TTL_S,
 )
 from service.exceptions import DependencyUnavailable
-from service.listing.keys import EPOCH_KEY, OFFLINE, generation_key, version_key, version_token
+from service.listing.keys import EPOCH_KEY, OFFLINE, bumps_channel, generation_key, version_key, version_token
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +67,8 @@ async def bump_day(redis: aioredis.Redis, source_id: str, day: date) -> int:
                 pipe.incr(key)
                 pipe.expire(key, LISTING_VERSION_TTL_S)
                 pipe.incr(generation_key(source_id))
-                version, _, _ = await pipe.execute()
+                pipe.publish(bumps_channel(source_id), day.isoformat())
+                version, _, _, _ = await pipe.execute()
     except REDIS_ERRORS as exc:
         raise DependencyUnavailable(f"redis: could not invalidate the listing of {day}: {exc}") from exc
     return int(version)
@@ -79,6 +83,8 @@ class ListingStats:
     joined: int = 0  #: misses that waited for a listing another request had started
     source_lists: int = 0  #: day listings asked of the source
     redis_errors: int = 0
+    revalidations: int = 0  #: settled days listed again in the background
+    revalidation_changes: int = 0  #: of those, days found changed (and bumped)
 
 
 class RedisBreaker:
@@ -135,12 +141,43 @@ class DayVersions:
         self._local: dict[date, int] = {}
         self._known = _KnownVersions()
         self._stamp_keys = [EPOCH_KEY, generation_key(source_id)]
+        self._listener: asyncio.Task[None] | None = None
+
+    def _listen_for_bumps(self) -> None:
+        """Start hearing other processes' bumps (Redis pub/sub): the versions read last are
+        then dropped at once instead of being trusted for up to `LISTING_VERSION_CHECK_S`.
+        An accelerator only: the generation check stays the guarantee."""
+        if self._redis is not None and self._listener is None:
+            self._listener = asyncio.create_task(self._hear(self._redis))
+
+    async def _hear(self, redis: aioredis.Redis) -> None:
+        first = True
+        while True:
+            try:
+                async with redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(bumps_channel(self.source_id))
+                    if not first:  # bumps may have been missed while away
+                        self._known = _KnownVersions()
+                    first = False
+                    while True:
+                        message = await pubsub.get_message(timeout=LISTING_BUMP_LISTEN_S)
+                        if message is not None and message.get("type") == "message":
+                            self._known = _KnownVersions()
+            except REDIS_ERRORS:
+                await asyncio.sleep(LISTING_REDIS_RETRY_AFTER_S)
+
+    async def aclose(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            await asyncio.gather(self._listener, return_exceptions=True)
+            self._listener = None
 
     async def tokens(self, days: list[date], now: datetime) -> list[str]:
         if not days:
             return []
         if self._redis is None:
             return [str(self._local.get(day, 0)) for day in days]
+        self._listen_for_bumps()
         if self._breaker.resting(now):
             return [OFFLINE] * len(days)
         try:

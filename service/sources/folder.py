@@ -38,11 +38,15 @@ def _close_opened(opening: asyncio.Future[tuple[BinaryIO, bytes]]) -> None:
 
 
 class FolderSource:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, hidden: str = "") -> None:
         self.root = root.resolve()
+        #: keys under this prefix (pending uploads) are not objects of the source
+        self.hidden = hidden
 
     def _path(self, key: str) -> Path:
         validate_key(key)
+        if self.hidden and key.startswith(self.hidden):
+            raise InvalidKey(f"key {key!r} is a pending upload, not an object of the source")
         path = (self.root / key).resolve()
         if not path.is_relative_to(self.root):
             raise InvalidKey(f"key {key!r} leaves the source root")

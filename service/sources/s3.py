@@ -102,10 +102,12 @@ def _translated(what: str, *, missing: type[SourceError | ObjectNotFound] = Obje
 class S3Source:
     """Objects under `prefix` in `bucket`; keys in and out are relative to the prefix."""
 
-    def __init__(self, s3: S3, *, bucket: str, prefix: str) -> None:
+    def __init__(self, s3: S3, *, bucket: str, prefix: str, hidden: str = "") -> None:
         self._s3 = s3
         self.bucket = bucket
         self.prefix = normalize_prefix(prefix)
+        #: keys under this prefix (pending uploads) are not objects of the source
+        self.hidden = hidden
 
     def __repr__(self) -> str:
         return f"S3Source(s3://{self.bucket}/{self.prefix})"
@@ -118,6 +120,8 @@ class S3Source:
         parts = key.rstrip("/").split("/") if key else []
         if key.startswith("/") or "\x00" in key or any(p in (".", "..") for p in parts):
             raise InvalidKey(f"bad key {key!r}")
+        if self.hidden and key.startswith(self.hidden):
+            raise InvalidKey(f"key {key!r} is a pending upload, not an object of the source")
         return self.prefix + key
 
     async def list(self, prefix: str) -> list[ObjectInfo]:

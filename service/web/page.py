@@ -1,7 +1,8 @@
 """The web page at `/`: one static HTML file plus its CSS and JS under `/static`.
 
 No templating and no build step. The page carries no inline script or style, so it is
-served with a strict Content-Security-Policy (everything same-origin). As the dates
+served with a strict Content-Security-Policy (everything same-origin, plus the storage
+origin that upload bodies are PUT to when storage receives them directly). As the dates
 change it asks `/v1/days`, to show which days have photos and the archive's size.
 """
 
@@ -16,12 +17,23 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
-__all__ = ["CSP", "STATIC_DIR", "routes"]
+from service.web.context import services
+
+__all__ = ["CSP", "STATIC_DIR", "csp_for", "routes"]
 
 STATIC_DIR = Path(__file__).parent / "static"
 
 #: Everything same-origin; no plugins, no framing, no <base> tricks.
 CSP = "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'; object-src 'none'"
+
+
+def csp_for(upload_origin: str) -> str:
+    """The page's CSP: with uploads going straight to storage, `connect-src` also allows
+    that one origin (the presigned PUT), and nothing broader."""
+    if not upload_origin:
+        return CSP
+    return f"{CSP}; connect-src 'self' {upload_origin}"
+
 
 # Revalidate every time (cheap: ETag/Last-Modified), so a deploy never pairs a new
 # index.html with an old app.js from the browser's heuristic cache.
@@ -42,7 +54,8 @@ class _StaticFiles(StaticFiles):
 
 
 async def index(request: Request) -> Response:
-    headers = {**_NO_CACHE, "Content-Security-Policy": CSP, "Referrer-Policy": "same-origin"}
+    policy = csp_for(services(request).runtime.settings.upload_origin)
+    headers = {**_NO_CACHE, "Content-Security-Policy": policy, "Referrer-Policy": "same-origin"}
     return FileResponse(STATIC_DIR / "index.html", media_type="text/html; charset=utf-8", headers=headers)
 
 

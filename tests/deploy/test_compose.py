@@ -101,7 +101,11 @@ def test_networks(compose: dict[str, Any], services: dict[str, dict[str, Any]]) 
 
 def test_only_the_edge_is_published_where_the_service_redirects(services: dict[str, dict[str, Any]]) -> None:
     published = {name: s["ports"] for name, s in services.items() if "ports" in s}
-    assert set(published) == {"edge"}
+    assert set(published) == {"edge", "minio"}
+    # MinIO's S3 port, on loopback, only where browsers PUT presigned uploads.
+    [upload] = published["minio"]
+    upload_endpoint = urlsplit(env(services["service"])["ZIPEDGE_UPLOAD_ENDPOINT"])
+    assert upload == f"127.0.0.1:{upload_endpoint.port}:9000" and upload_endpoint.hostname == "localhost"
     [mapping] = published["edge"]
     host_ip, host_port, container_port = mapping.split(":")
     assert host_ip == "127.0.0.1"

@@ -304,4 +304,3 @@ def members(archive: bytes) -> dict[str, bytes]:
     with zipfile.ZipFile(io.BytesIO(archive)) as opened:
         assert opened.testzip() is None
         return {info.filename: opened.read(info) for info in opened.infolist()}
-

@@ -16,6 +16,8 @@ const ui = {
   job: $("job"), title: $("job-title"), bar: $("bar"), text: $("progress-text"),
   again: $("again"), cancel: $("cancel"), restart: $("restart"),
   status: $("status"), announce: $("announce"), error: $("error"),
+  uploadForm: $("upload-form"), files: $("files"), plate: $("plate"), upload: $("upload"),
+  dropzone: $("dropzone"), uploadList: $("upload-list"),
 };
 const reducedMotion = window.matchMedia("(prefers-reduced-motion: reduce)");
 
@@ -340,6 +342,139 @@ function restart() {
   ui.from.focus();
 }
 
+// ---- uploading photos ----------------------------------------------------------------------
+// Each file: CRC-32 here, POST /v1/uploads for a URL bound to its size, type and CRC, a PUT of
+// the bytes straight to storage with exactly the headers handed out (progress from XHR's
+// upload events), then POST …/complete. The service never carries the bytes (with folder
+// storage the URL is the service's own signed one).
+
+const CRC_TABLE = (() => {
+  const table = new Uint32Array(256);
+  for (let n = 0; n < 256; n += 1) {
+    let c = n;
+    for (let k = 0; k < 8; k += 1) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    table[n] = c >>> 0;
+  }
+  return table;
+})();
+const CRC_SLICE = 4 * 1024 * 1024; // read the file a few MB at a time, not whole
+
+async function crc32(file) {
+  let crc = 0xffffffff;
+  for (let start = 0; start < file.size; start += CRC_SLICE) {
+    const bytes = new Uint8Array(await file.slice(start, start + CRC_SLICE).arrayBuffer());
+    for (let i = 0; i < bytes.length; i += 1) crc = CRC_TABLE[(crc ^ bytes[i]) & 0xff] ^ (crc >>> 8);
+  }
+  return ((crc ^ 0xffffffff) >>> 0).toString(16).padStart(8, "0");
+}
+
+// Headers the browser sets itself (and refuses to have set): it sends the right length.
+const BROWSER_SET = new Set(["content-length", "host"]);
+
+function put(ticket, file, onProgress) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open(ticket.method || "PUT", ticket.url);
+    for (const [name, value] of Object.entries(ticket.headers || {})) {
+      if (!BROWSER_SET.has(name.toLowerCase())) xhr.setRequestHeader(name, value);
+    }
+    xhr.upload.onprogress = (event) => { if (event.lengthComputable) onProgress(event.loaded / event.total); };
+    xhr.onload = () => (xhr.status >= 200 && xhr.status < 300
+      ? resolve()
+      : reject(new Error(`Storage refused the photo (${xhr.status}).`)));
+    xhr.onerror = () => reject(new Error("The photo could not be sent to storage."));
+    xhr.send(file);
+  });
+}
+
+function uploadRow(name) {
+  const li = document.createElement("li");
+  const label = document.createElement("span");
+  label.className = "name";
+  label.textContent = name;
+  const bar = document.createElement("progress");
+  bar.max = 1;
+  bar.value = 0;
+  bar.setAttribute("aria-label", `Upload of ${name}`);
+  const state = document.createElement("span");
+  state.className = "state";
+  li.append(label, bar, state);
+  ui.uploadList.append(li);
+  return {
+    li, bar,
+    state: (text) => { state.textContent = text; },
+    fail: (text) => { li.classList.add("failed"); state.textContent = text; },
+  };
+}
+
+function fileName(file, plate, index, count) {
+  const clean = plate.trim();
+  if (!clean) return file.name;
+  return count === 1 ? clean : `${clean}-${index + 1}`;
+}
+
+async function uploadOne(file, name) {
+  const row = uploadRow(name);
+  try {
+    row.state("Checking…");
+    const ticket = await api("/v1/uploads", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({
+        filename: name,
+        content_type: file.type,
+        size: file.size,
+        crc32: await crc32(file),
+        taken_at: new Date(file.lastModified || Date.now()).toISOString(),
+      }),
+    });
+    row.state("Uploading…");
+    await put(ticket, file, (fraction) => {
+      row.bar.value = fraction;
+      row.state(`${Math.round(fraction * 100)}% of ${formatBytes(file.size)}`);
+    });
+    row.bar.value = 1;
+    row.state("Filing…");
+    const done = await api(ticket.complete_url, { method: "POST" });
+    row.li.dataset.key = done.key;
+    row.state(`Done: ${done.key}`);
+  } catch (error) {
+    row.fail(error instanceof TypeError ? "The server could not be reached." : error.message);
+  }
+}
+
+async function uploadAll(files) {
+  const list = [...files];
+  if (!list.length) return;
+  ui.upload.disabled = true;
+  const plate = ui.plate.value;
+  try {
+    // One after another: a phone's uplink is the limit, and each row shows its own progress.
+    for (const [i, file] of list.entries()) await uploadOne(file, fileName(file, plate, i, list.length));
+  } finally {
+    ui.upload.disabled = false;
+    ui.files.value = "";
+    ui.plate.value = "";
+  }
+}
+
+function initUploads() {
+  ui.uploadForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    uploadAll(ui.files.files);
+  });
+  for (const name of ["dragenter", "dragover"]) {
+    ui.dropzone.addEventListener(name, (event) => { event.preventDefault(); ui.dropzone.classList.add("over"); });
+  }
+  for (const name of ["dragleave", "drop"]) {
+    ui.dropzone.addEventListener(name, () => ui.dropzone.classList.remove("over"));
+  }
+  ui.dropzone.addEventListener("drop", (event) => {
+    event.preventDefault();
+    uploadAll(event.dataTransfer.files);
+  });
+}
+
 // ---- start-up -----------------------------------------------------------------------------
 
 function init() {
@@ -353,6 +488,7 @@ function init() {
   loadDays();
   ui.cancel.addEventListener("click", cancel);
   ui.restart.addEventListener("click", restart);
+  initUploads();
 
   // Resume: ?job=<id> is where a browser lands after GET /v1/zip answered 303; otherwise
   // the job this browser was following before a reload.
