@@ -15,9 +15,11 @@ from service.downloads import Downloads
 from service.jobs.build import ArchiveBuilder
 from service.jobs.queue import JobQueue
 from service.metrics import MetricsMiddleware
+from service.quotas import Quotas
 from service.runtime import Runtime, open_runtime
 from service.settings import Settings
 from service.streams import Streams
+from service.web.auth import AuthMiddleware
 from service.web.errors import exception_handlers
 from service.web.routes import routes
 
@@ -32,6 +34,7 @@ class Services:
     downloads: Downloads
     jobs: JobQueue
     streams: Streams
+    quotas: Quotas
 
 
 @contextlib.asynccontextmanager
@@ -48,7 +51,10 @@ async def open_jobs(runtime: Runtime, streams: Streams) -> AsyncIterator[JobQueu
 
         builder = ArchiveBuilder(runtime, streams)
         jobs = LocalJobQueue(
-            builder, concurrency=settings.worker_concurrency, retry_delay_s=settings.job_retry_delay_s
+            builder,
+            concurrency=settings.worker_concurrency,
+            retry_delay_s=settings.job_retry_delay_s,
+            max_per_client=settings.limits.max_jobs_per_client,
         )
     try:
         yield jobs
@@ -62,8 +68,14 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         streams = Streams(runtime)
         stack.push_async_callback(streams.aclose)
         jobs = await stack.enter_async_context(open_jobs(runtime, streams))
+        quotas = Quotas(settings.limits, runtime.redis, redis_url=settings.redis_url)
+        stack.push_async_callback(quotas.aclose)
         yield Services(
-            runtime=runtime, downloads=Downloads(runtime, streams, jobs), jobs=jobs, streams=streams
+            runtime=runtime,
+            downloads=Downloads(runtime, streams, jobs),
+            jobs=jobs,
+            streams=streams,
+            quotas=quotas,
         )
 
 
@@ -83,6 +95,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     return Starlette(
         routes=routes,
         exception_handlers=exception_handlers,
-        middleware=[Middleware(MetricsMiddleware)],
+        # Outermost first: refused requests are counted too.
+        middleware=[Middleware(MetricsMiddleware), Middleware(AuthMiddleware, settings=settings)],
         lifespan=lifespan,
     )

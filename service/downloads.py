@@ -27,9 +27,10 @@ from service.archive.manifest import Manifest
 from service.archive.names import content_disposition
 from service.archive.selection import DateRange
 from service.constants import CACHE_DENIED_LOG_INTERVAL_S
-from service.exceptions import CacheMisconfigured, DependencyUnavailable
+from service.exceptions import CacheMisconfigured, DependencyUnavailable, UnknownArchive
+from service.identity import UNAUTHENTICATED, Caller
 from service.jobs.model import JobView
-from service.jobs.queue import JobQueue
+from service.jobs.queue import JobQueue, job_id_for
 from service.metrics import CACHE_LOOKUPS, CACHE_MISCONFIGURED
 from service.resolver import Limits, Resolver
 from service.runtime import Runtime
@@ -98,19 +99,31 @@ class Downloads:
     async def resolve_range(self, selection: DateRange) -> Manifest:
         return await self._resolver.date_range(selection)
 
-    async def resolve_posted(self, body: Any) -> Manifest:
-        """A `POST /v1/archives` body; the manifest is stored so its URL works anywhere."""
+    async def resolve_posted(self, body: Any, caller: Caller = UNAUTHENTICATED) -> Manifest:
+        """A `POST /v1/archives` body; the manifest is stored so its URL works anywhere,
+        as the caller's (counted against its client's quota of stored archives)."""
         manifest = await self._resolver.posted(body)
-        await self._runtime.manifests.put(manifest)
+        await self._runtime.manifests.put(manifest, owner=caller)
         return manifest
 
-    async def stored(self, archive_id: str) -> Manifest:
-        return await self._runtime.manifests.get(archive_id)
+    async def stored(self, archive_id: str, caller: Caller = UNAUTHENTICATED) -> Manifest:
+        """A posted archive, if the caller posted it (admin: any); `UnknownArchive`
+        otherwise, also when the id is right: ids are content hashes anyone can compute."""
+        manifests = self._runtime.manifests
+        if not caller.admin and not await manifests.owned_by(archive_id, caller.sub):
+            raise UnknownArchive(f"no archive {archive_id!r}")
+        return await manifests.get(archive_id)
 
     # --- answers -------------------------------------------------------------------------
 
     async def respond(
-        self, manifest: Manifest, *, method: str, headers: Mapping[str, str], base_url: str
+        self,
+        manifest: Manifest,
+        *,
+        method: str,
+        headers: Mapping[str, str],
+        base_url: str,
+        caller: Caller = UNAUTHENTICATED,
     ) -> Outcome:
         etag = etag_of(manifest)
         if _matches(headers.get("if-none-match", ""), etag):
@@ -125,8 +138,9 @@ class Downloads:
         settings = self._settings
         if manifest.size > settings.stream_max_bytes or len(manifest.entries) > settings.stream_max_entries:
             if method == "HEAD":
-                return Deferred(manifest.archive_id, None)
-            return Deferred(manifest.archive_id, await self._jobs.submit(manifest))
+                return Deferred(job_id_for(manifest.archive_id, caller.sub), None)
+            job = await self._jobs.submit(manifest, caller)
+            return Deferred(job.id, job)
         return Stream(
             manifest, self._stream_headers(manifest), lambda: self._streams.stream(manifest, tee=tee)
         )

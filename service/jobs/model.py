@@ -38,6 +38,15 @@ class JobView:
     updated_at: float = 0.0
     error: str | None = None
     download_url: str | None = None
+    #: the archive the job builds ("" means the job id is the archive id)
+    archive_id: str = ""
+    #: who submitted it: the caller's `sub` (who may see it) and `client_id` (whose quota)
+    owner: str = ""
+    client: str = ""
+
+    @property
+    def archive(self) -> str:
+        return self.archive_id or self.id
 
     @property
     def progress(self) -> float:
@@ -52,4 +61,8 @@ class JobView:
         for optional in ("error", "download_url"):
             if doc[optional] is None:
                 del doc[optional]
+        doc["archive_id"] = self.archive
+        del doc["client"]  # an address, when there is no authentication: not for others' eyes
+        if not self.owner:
+            del doc["owner"]
         return doc
