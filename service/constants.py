@@ -179,6 +179,14 @@ RETRY_AFTER_UNAVAILABLE_S = 5
 #: the dependencies that did not answer in time.
 READINESS_DEADLINE_S = 2.0
 
+#: What uvicorn accepts before the app (`zipedge serve`): the largest request head h11
+#: buffers (bytes; a 100 KB query is refused), connections and requests one process
+#: serves at once (503 beyond: file descriptors and memory stay bounded whatever a flood
+#: does), and how long an idle keep-alive connection is kept (seconds).
+SERVER_MAX_HEADER_BYTES = 16 * KiB
+SERVER_MAX_CONCURRENCY = 2048
+SERVER_KEEP_ALIVE_S = 5
+
 # --- jobs --------------------------------------------------------------------------------
 
 #: Defaults of the streaming limits: selections above them become background jobs.
