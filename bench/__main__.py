@@ -3,18 +3,22 @@
 Starts SeaweedFS in a temp dir and uploads the datasets, then, by part (`--only`):
 
 * streams: for each network setting (loopback, and a delay proxy adding a round trip
-  between the clients and SeaweedFS) and each dataset, the concurrent-GET ceiling, the
-  sequential baseline and zipedge's cold stream; then a >= 2 GiB archive to show the
+  between the clients and SeaweedFS) and each dataset, the storage limit (one
+  `curl --parallel` process GETting the same objects), aioboto3's concurrent GETs (the
+  python client, no ZIP), the sequential baseline and zipedge's cold stream, with the CPU
+  per object of the service and of SeaweedFS; then a >= 2 GiB archive to show the
   service's RSS stays flat;
-* redirects, edge (issue 3): a cached 30-day range, redirect latency and requests/s
-  against a trivial Starlette redirect; edge HIT throughput against nginx serving the
-  same file;
-* jobs (issue 4): POST /v1/jobs -> ready against streaming the same bytes; jobs/minute
-  with one and two workers.
+* redirects, edge: a cached 30-day range, redirect latency and requests/s against a
+  trivial Starlette redirect; edge HIT throughput against nginx serving the same file;
+* jobs: POST /v1/jobs -> ready against streaming the same bytes; jobs/minute with one and
+  two workers.
 
 Prints a table per part and writes var/bench/results.json. Exits non-zero only if the run
 broke (a process failed, or the service sent something other than a complete valid
 archive); missed targets are reported, not fatal.
+
+`--profile` runs none of that: one cold 1,000 × 200 KiB stream with the service under
+py-spy (or cProfile when py-spy cannot attach), see bench/profile.py.
 """
 
 from __future__ import annotations
@@ -30,13 +34,13 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import cached, ceiling, jobs
+from bench import cached, ceiling, jobs, profile
 from bench.dataset import Content, Dataset, standard_datasets, upload_dataset
 from bench.report import (
     Check,
@@ -54,6 +58,8 @@ from bench.report import (
 )
 from bench.s3 import S3Endpoint, ensure_bucket, s3_client
 from bench.stack import ROOT, DelayProxyProcess, ZipedgeServer, seaweedfs
+from bench.storage_limit import DEFAULT_LEVELS as LIMIT_LEVELS
+from bench.storage_limit import StorageLimit
 from bench.stream import CLIENTS, BenchError, Client, StreamSession, archive_dir
 
 MiB = 1024 * 1024
@@ -97,11 +103,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--datasets", default="small,large", help="comma list of small, large")
     p.add_argument("--no-huge", action="store_true", help="skip the >= 2 GiB flat-RSS stream")
     p.add_argument("--huge-only", action="store_true", help="only the >= 2 GiB flat-RSS stream")
-    p.add_argument("--reps", type=int, default=3, help="zipedge streams and ceiling runs per cell (median)")
+    p.add_argument("--reps", type=int, default=3, help="zipedge streams and reference runs per cell (median)")
     p.add_argument(
         "--seq-reps", type=int, default=None, help="sequential runs (default 3 loopback, 1 delayed)"
     )
-    p.add_argument("--levels", default="16,32", help="ceiling concurrencies; the best is reported")
+    p.add_argument(
+        "--limit-levels",
+        default=",".join(map(str, LIMIT_LEVELS)),
+        help="storage limit: curl --parallel-max values; the best is the limit",
+    )
+    p.add_argument("--levels", default="16,32", help="python client (aioboto3) concurrencies")
     p.add_argument(
         "--delay-ms", type=float, default=10.0, help="one-way delay per direction (10 = 20 ms RTT)"
     )
@@ -117,10 +128,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--service-env", action="append", default=[], metavar="KEY=VALUE", help="extra service env"
     )
     p.add_argument("--out", type=Path, default=ROOT / "var" / "bench" / "results.json")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="instead of the parts: one cold stream of the small dataset (loopback) with the service "
+        "profiled; the profile goes next to --out",
+    )
+    p.add_argument(
+        "--profiler",
+        choices=profile.PROFILERS,
+        default="auto",
+        help="--profile with py-spy attached to the service, with cProfile (the service started "
+        "under `python -m cProfile`), or py-spy if it can attach and cProfile if not (auto)",
+    )
+    p.add_argument(
+        "--profile-format",
+        choices=profile.PY_SPY_FORMATS,
+        default="flamegraph",
+        help="py-spy's output: an SVG flamegraph or a speedscope JSON file",
+    )
     args = p.parse_args(argv)
     args.settings = [s.strip() for s in args.settings.split(",") if s.strip()]
     args.datasets = [s.strip() for s in args.datasets.split(",") if s.strip()]
     args.levels = [int(x) for x in args.levels.split(",")]
+    args.limit_levels = [int(x) for x in args.limit_levels.split(",")]
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
     if not args.only or not set(args.only) <= set(PARTS):
         p.error(f"--only: a comma list of {', '.join(PARTS)}")
@@ -205,23 +236,36 @@ def metadata(args: argparse.Namespace, datasets: dict[str, Dataset]) -> dict[str
     }
 
 
+@dataclass(frozen=True, slots=True)
+class StoragePath:
+    """The S3 endpoint as the clients see it in one setting, and the storage side's
+    processes whose CPU is accounted (SeaweedFS, and the delay proxy when there is one)."""
+
+    ep: S3Endpoint
+    pids: dict[str, int | None]
+
+
 @contextlib.asynccontextmanager
 async def network_path(
-    setting: str, direct: S3Endpoint, args: argparse.Namespace, logs: Path
-) -> AsyncIterator[S3Endpoint]:
-    """The S3 endpoint as seen by the clients in this setting (direct, or via the proxy)."""
+    setting: str, direct: S3Endpoint, weed_pid: int | None, args: argparse.Namespace, logs: Path
+) -> AsyncIterator[StoragePath]:
+    """The storage as seen by the clients in this setting (direct, or via the proxy)."""
     if setting == "loopback":
-        yield direct
+        yield StoragePath(direct, {"seaweedfs": weed_pid})
         return
     async with DelayProxyProcess(direct, args.delay_ms, logs / "delay_proxy.log") as proxy:
         log(f"delay proxy {proxy.url} -> {direct.endpoint_url}, +{args.delay_ms:g} ms each way")
-        yield direct.via(proxy.url)
+        yield StoragePath(direct.via(proxy.url), {"seaweedfs": weed_pid, "proxy": proxy.pid})
     log(f"delay proxy stopped ({proxy.stats})")
+
+
+def _cpu_note(cpu: dict[str, float]) -> str:
+    return ", ".join(f"{name} {seconds:.2f} s" for name, seconds in cpu.items())
 
 
 async def measure_row(
     row: Row,
-    ep: S3Endpoint,
+    path: StoragePath,
     ds: Dataset,
     content: Content,
     args: argparse.Namespace,
@@ -230,45 +274,54 @@ async def measure_row(
     tmp: Path,
 ) -> None:
     name = f"{row.setting}/{ds.name}"
+    ep = path.ep
     source = f"s3://{ep.bucket}/{ds.prefix}"
     async with contextlib.AsyncExitStack() as stack:
-        fetchers = [await stack.enter_async_context(ceiling.Fetcher(ep, ds, level)) for level in args.levels]
+        limit = await stack.enter_async_context(StorageLimit(ep, ds, args.limit_levels, path.pids))
+        fetchers = [
+            await stack.enter_async_context(ceiling.Fetcher(ep, ds, level, path.pids))
+            for level in args.levels
+        ]
         server = await stack.enter_async_context(
             ZipedgeServer(ep, source, logs / f"zipedge-{row.setting}-{ds.name}.log", env)
         )
         session = await stack.enter_async_context(
-            StreamSession(server.base_url, server.pid, ds, content, tmp, args.client)
+            StreamSession(server.base_url, server.pid, ds, content, tmp, args.client, path.pids)
         )
         log(f"{name}: zipedge pid {server.pid} at {server.base_url}, warmed up")
-        # Interleaved, so that each ceiling run and zipedge run see the same machine load.
+        # Interleaved, so that each reference run and zipedge run see the same machine load.
         for rep in range(1, args.reps + 1):
+            curls = [f"N={n} {await limit.run(n):.2f} s" for n in args.limit_levels]
             gets = [f"c={f.summary.concurrency} {await f.run():.2f} s" for f in fetchers]
             run = await session.run()
             log(
-                f"{name} #{rep}: ceiling {', '.join(gets)}; zipedge {run.total_s:.2f} s, "
-                f"TTFB {run.ttfb_s * 1e3:.0f} ms, service CPU {run.service_cpu_s:.2f} s, "
-                f"{args.client} CPU {run.client_cpu_s:.2f} s, "
+                f"{name} #{rep}: storage limit {', '.join(curls)}; python client {', '.join(gets)}; "
+                f"zipedge {run.total_s:.2f} s, TTFB {run.ttfb_s * 1e3:.0f} ms, "
+                f"CPU {_cpu_note(run.cpu_s)}, {args.client} {run.client_cpu_s:.2f} s, "
                 f"RSS {run.rss_baseline / MiB:.0f}->{run.rss_peak / MiB:.0f} MiB"
             )
-        row.ceilings = [f.summary for f in fetchers]
+        row.limits = list(limit)
+        row.python_client = [f.summary for f in fetchers]
         row.stream = await session.check()
     seq_reps = args.seq_reps if args.seq_reps is not None else (1 if row.delayed else 3)
-    async with ceiling.Fetcher(ep, ds, 1) as seq:
+    async with ceiling.Fetcher(ep, ds, 1, path.pids) as seq:
         for _ in range(seq_reps):
             await seq.run()
     row.baseline = seq.summary
-    c, s = row.ceiling, row.stream
-    assert c is not None
+    lim, s = row.limit, row.stream
+    assert lim is not None
     log(
-        f"{name}: ceiling {c.objects_per_s:.0f} obj/s {c.mb_per_s:.1f} MB/s; "
-        f"sequential {seq.summary.median_s:.2f} s; zipedge {s.total_s:.2f} s {s.mb_per_s:.1f} MB/s, "
+        f"{name}: storage limit {lim.mb_per_s:.1f} MB/s @{lim.concurrency} "
+        f"(curl {lim.cpu_ms_per_object or 0:.3f} ms/object); "
+        f"sequential {seq.summary.median_s:.2f} s; zipedge {s.total_s:.2f} s {s.mb_per_s:.1f} MB/s "
+        f"(x{row.ratio_limit or 0:.2f}), service {row.service_ms_per_object or 0:.3f} ms/object, "
         f"TTFB {s.ttfb_s * 1e3:.0f} ms, RSS +{s.rss_growth / MiB:.1f} MiB; "
         f"archive checked ({s.runs[0].members} members)"
     )
 
 
 async def measure_huge(
-    ep: S3Endpoint,
+    path: StoragePath,
     ds: Dataset,
     content: Content,
     env: dict[str, str],
@@ -276,11 +329,12 @@ async def measure_huge(
     tmp: Path,
     client: Client,
 ) -> HugeResult:
-    result = HugeResult(describe=f"{ds.describe()}, {ds.total_bytes / 2**30:.2f} GiB")
+    result = HugeResult(describe=f"{ds.describe()}, {ds.total_bytes / 2**30:.2f} GiB", objects=ds.count)
+    ep = path.ep
     source = f"s3://{ep.bucket}/{ds.prefix}"
     async with (
         ZipedgeServer(ep, source, logs / "zipedge-huge.log", env) as server,
-        StreamSession(server.base_url, server.pid, ds, content, tmp, client) as session,
+        StreamSession(server.base_url, server.pid, ds, content, tmp, client, path.pids) as session,
     ):
         await session.run()
         summary = await session.check()
@@ -307,6 +361,37 @@ class Results:
         )
 
 
+@contextlib.contextmanager
+def storage(args: argparse.Namespace, tmp: Path) -> Iterator[tuple[S3Endpoint, int | None]]:
+    """The S3 server of the run: --s3-endpoint (no pid), or a SeaweedFS started here."""
+    if args.s3_endpoint:
+        direct = S3Endpoint(
+            endpoint_url=args.s3_endpoint,
+            access_key=os.environ["AWS_ACCESS_KEY_ID"],
+            secret_key=os.environ["AWS_SECRET_ACCESS_KEY"],
+            region=os.environ.get("AWS_REGION", "us-east-1"),
+            bucket=args.bucket,
+        )
+        log(f"S3 at {direct.endpoint_url}, bucket {direct.bucket}")
+        yield direct, None
+        return
+    data_dir = args.data_dir or tmp / "seaweedfs"
+    log(f"starting SeaweedFS in {data_dir}")
+    with seaweedfs(data_dir, args.bucket) as (direct, weed_pid):
+        log(f"S3 at {direct.endpoint_url}, bucket {direct.bucket}, SeaweedFS pid {weed_pid}")
+        yield direct, weed_pid
+
+
+async def upload(direct: S3Endpoint, wanted: list[Dataset], content: Content) -> None:
+    async with s3_client(direct, pool=32) as s3:
+        await ensure_bucket(s3, direct.bucket)
+        for ds in wanted:
+            t = time.monotonic()
+            uploaded = await upload_dataset(s3, direct.bucket, ds, content)
+            what = "uploaded" if uploaded else "already stored"
+            log(f"{ds.name}: {ds.describe()} {what} ({time.monotonic() - t:.1f} s)")
+
+
 def wanted_datasets(args: argparse.Namespace, datasets: dict[str, Dataset]) -> list[Dataset]:
     wanted = [datasets[n] for n in args.datasets] + ([] if args.no_huge else [datasets["huge"]])
     if {"redirects", "edge"} & set(args.only):
@@ -320,6 +405,7 @@ async def measure_streams(
     args: argparse.Namespace,
     res: Results,
     direct: S3Endpoint,
+    weed_pid: int | None,
     datasets: dict[str, Dataset],
     content: Content,
     env: dict[str, str],
@@ -329,13 +415,13 @@ async def measure_streams(
     for setting in args.settings:
         delayed = setting == "delayed"
         label = f"rtt{2 * args.delay_ms:g}ms" if delayed else "loopback"
-        async with network_path(setting, direct, args, logs) as ep:
+        async with network_path(setting, direct, weed_pid, args, logs) as path:
             for name in args.datasets:
                 ds = datasets[name]
                 row = Row(label, delayed, name, ds.describe(), ds.count, ds.total_bytes)
                 res.rows.append(row)
                 try:
-                    await measure_row(row, ep, ds, content, args, env, logs, archives)
+                    await measure_row(row, path, ds, content, args, env, logs, archives)
                 except Exception as exc:  # record, go on with the other cells, fail at the end
                     row.error = f"{type(exc).__name__}: {exc}"
                     log(f"{label}/{name} FAILED:\n{traceback.format_exc()}")
@@ -344,9 +430,12 @@ async def measure_streams(
         ds = datasets["huge"]
         log(f"huge: streaming {ds.total_bytes / 2**30:.2f} GiB on loopback")
         try:
-            res.huge = await measure_huge(direct, ds, content, env, logs, archives, args.client)
+            path = StoragePath(direct, {"seaweedfs": weed_pid})
+            res.huge = await measure_huge(path, ds, content, env, logs, archives, args.client)
         except Exception as exc:
-            res.huge = HugeResult(describe=ds.describe(), error=f"{type(exc).__name__}: {exc}")
+            res.huge = HugeResult(
+                describe=ds.describe(), objects=ds.count, error=f"{type(exc).__name__}: {exc}"
+            )
             log(f"huge FAILED:\n{traceback.format_exc()}")
 
 
@@ -368,31 +457,11 @@ async def measure_all(
         wanted = wanted_datasets(args, datasets)
         archives = Path(stack.enter_context(archive_dir(max((d.total_bytes for d in wanted), default=0))))
         meta["archive_dir"] = str(archives)
-        weed_pid: int | None = None
-        if args.s3_endpoint:
-            direct = S3Endpoint(
-                endpoint_url=args.s3_endpoint,
-                access_key=os.environ["AWS_ACCESS_KEY_ID"],
-                secret_key=os.environ["AWS_SECRET_ACCESS_KEY"],
-                region=os.environ.get("AWS_REGION", "us-east-1"),
-                bucket=args.bucket,
-            )
-        else:
-            data_dir = args.data_dir or tmp / "seaweedfs"
-            log(f"starting SeaweedFS in {data_dir}")
-            direct, weed_pid = stack.enter_context(seaweedfs(data_dir, args.bucket))
-            meta["seaweedfs_pid"] = weed_pid
-        log(f"S3 at {direct.endpoint_url}, bucket {direct.bucket}")
+        direct, weed_pid = stack.enter_context(storage(args, tmp))
+        meta["seaweedfs_pid"] = weed_pid
+        await upload(direct, wanted, content)
 
-        async with s3_client(direct, pool=32) as s3:
-            await ensure_bucket(s3, direct.bucket)
-            for ds in wanted:
-                t = time.monotonic()
-                uploaded = await upload_dataset(s3, direct.bucket, ds, content)
-                what = "uploaded" if uploaded else "already stored"
-                log(f"{ds.name}: {ds.describe()} {what} ({time.monotonic() - t:.1f} s)")
-
-        await measure_streams(args, res, direct, datasets, content, env, logs, archives)
+        await measure_streams(args, res, direct, weed_pid, datasets, content, env, logs, archives)
 
         if {"redirects", "edge"} & set(args.only):
             ds = datasets["cached"]
@@ -440,12 +509,20 @@ def report(
     all_checks: list[Check] = []
     if "streams" in args.only:
         part_checks = checks(res.rows, res.huge, budget)
+        levels = ", ".join(map(str, args.limit_levels))
         notes = [
-            f"Streams timed with {args.client}. ceiling = best median of raw concurrent aioboto3 GETs; seq = "
-            f"one GET at a time; zipedge = median of {args.reps} cold streams (no cache) after a warm-up "
-            "request. MB = 10^6 B. x ceil = zipedge objects/s over ceiling objects/s; x seq = sequential "
-            "time over zipedge time. RSS = service process: peak of the worst run minus RSS before the "
-            "first timed run.",
+            f"Streams timed with {args.client}; zipedge = median of {args.reps} cold streams (no cache) "
+            "after a warm-up request. limit MB/s = the storage limit: one curl --parallel process GETting "
+            f"the same objects (presigned SigV4), best median of --parallel-max {levels} "
+            "(@N). x storage limit = zipedge MB/s (archive bytes) / limit MB/s (object bytes). service CPU "
+            "ms/object = the service process's user+system CPU (children excluded) from right before the "
+            "request to right after the last byte, over the objects (median of the runs); SeaweedFS ms/obj = "
+            "SeaweedFS's share, the same way. x seq = sequential time / zipedge time. MB = 10^6 B. RSS = "
+            "service process: peak of the worst run minus RSS before the first timed run.",
+            "References: fetcher CPU ms/obj = CPU per object of whoever issues the GETs (curl from its "
+            "rusage; the bench process for aioboto3; the service for zipedge). zipedge ÷ = zipedge MB/s / "
+            "that row's MB/s. The python client is informational: botocore's CPU per GET makes it no "
+            "ceiling.",
             f"TTFB = {TTFB_MEANING[args.client]}. TTFB ms is the median of the runs; 1st TTFB is the first "
             "timed run, the only one that lists the day prefixes cold: later runs may hit the service's "
             "in-process day-listing cache.",
@@ -492,10 +569,38 @@ async def run(args: argparse.Namespace) -> int:
     return 1 if res.broken else 0
 
 
+async def run_profile(args: argparse.Namespace) -> int:
+    """`--profile`: one cold stream of the small dataset on loopback, the service profiled."""
+    ds = standard_datasets(args.quick)["small"]
+    content = Content(args.seed)
+    logs = args.out.parent / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="zipedge-bench-")))
+        archives = Path(stack.enter_context(archive_dir(ds.total_bytes)))
+        direct, weed_pid = stack.enter_context(storage(args, tmp))
+        await upload(direct, [ds], content)
+        result = await profile.profile_stream(
+            direct,
+            ds,
+            content,
+            service_env(args),
+            server_pids={"seaweedfs": weed_pid},
+            out_dir=args.out.parent,
+            logs=logs,
+            tmp=archives,
+            profiler=args.profiler,
+            fmt=args.profile_format,
+            log=log,
+        )
+    print(result.describe())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
-        code = asyncio.run(run(args))
+        code = asyncio.run(run_profile(args) if args.profile else run(args))
     except BenchError as exc:
         log(f"run broken: {exc}")
         code = 1

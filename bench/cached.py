@@ -1,4 +1,4 @@
-"""Issue 3: what a cached range costs once it is built (redirect and edge figures).
+"""Redirects and the edge: what a cached range costs once it is built.
 
 Setup: Redis, a cache bucket, the service with `ZIPEDGE_CACHE`, `ZIPEDGE_REDIS_URL` and
 `ZIPEDGE_PUBLIC_URL=<edge>`. The range is requested once (a 200 stream, teed into the

@@ -73,11 +73,11 @@ class Dataset:
 
     def describe(self) -> str:
         sizes = sorted({o.size for o in self.objects})
-        size = _human(sizes[0]) if len(sizes) == 1 else "mixed"
+        size = human_size(sizes[0]) if len(sizes) == 1 else "mixed"
         return f"{self.count} × {size}"
 
 
-def _human(n: int) -> str:
+def human_size(n: int) -> str:
     if n % MiB == 0:
         return f"{n // MiB} MiB"
     if n % KiB == 0:
@@ -109,7 +109,7 @@ def make_dataset(name: str, count: int, size: int, days: int, prefix: str) -> Da
 
 def standard_datasets(quick: bool) -> dict[str, Dataset]:
     """small and large are the stream figures; huge is the >= 2 GiB flat-RSS archive;
-    cached is the redirect/edge range (issue 3), jobs the background-job range (issue 4)."""
+    cached is the redirect/edge range, jobs the background-job range."""
     # Quick datasets live under their own prefixes: in a reused --data-dir, a full run's
     # objects must never show up in a quick run's listing (or the other way round).
     if quick:
@@ -124,9 +124,10 @@ def standard_datasets(quick: bool) -> dict[str, Dataset]:
         "small": make_dataset("small", 1000, 200 * KiB, 5, "small"),
         "large": make_dataset("large", 100, 5 * MiB, 1, "large"),
         "huge": make_dataset("huge", 20, 110 * MiB, 1, "huge"),  # 2,306,867,200 B = 2.15 GiB
-        # Issue 3: a 30-day range, 20 objects a day; its archive (~31 MB) is also the edge's file.
+        # Redirects and the edge: a 30-day range, 20 objects a day; its archive (~31 MB) is
+        # also the edge's file.
         "cached": make_dataset("cached", 600, 50 * KiB, 30, "cached"),
-        # Issue 4: 5,000 × 200 KiB (~1.05 GB) over 10 days; single days are the batch jobs.
+        # Jobs: 5,000 × 200 KiB (~1.05 GB) over 10 days; single days are the batch jobs.
         "jobs": make_dataset("jobs", 5000, 200 * KiB, 10, "jobs"),
     }
 

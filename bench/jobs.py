@@ -1,4 +1,4 @@
-"""Issue 4: background jobs, against streaming the same bytes.
+"""Jobs: background jobs, against streaming the same bytes.
 
 * stream: the whole range streamed by `zipedge serve` without cache or Redis and with the
   streaming limits raised, timed with the stream client (`bench/stream.py`): warm-up,

@@ -69,8 +69,8 @@ class _Child:
             raise RuntimeError(f"{self.name} not started")
         return self._proc.pid
 
-    async def stop(self) -> None:
-        await _terminate(self._proc)
+    async def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        await _terminate(self._proc, sig)
         self._proc = None
         if self._log is not None:
             self._log.close()
@@ -211,9 +211,9 @@ class ServerProcess(_Child):
                 await asyncio.sleep(0.1)
 
 
-async def _terminate(proc: asyncio.subprocess.Process | None) -> None:
+async def _terminate(proc: asyncio.subprocess.Process | None, sig: signal.Signals = signal.SIGTERM) -> None:
     if proc is not None and proc.returncode is None:
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         try:
             await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_S)
         except TimeoutError:

@@ -10,7 +10,9 @@ Two timing clients (`--client`):
   re-chunking, so the first chunk marks the first body byte), counts and CRCs them. On 2
   cores its CPU competes with the service's, which is why curl is the default.
 
-Either way psutil samples the service's RSS every ~20 ms alongside. One more, untimed
+Either way psutil samples the service's RSS every ~20 ms alongside, and the CPU seconds of
+the service process (children excluded) and of the storage side (SeaweedFS, the delay
+proxy) are taken right before the request and right after the last byte. One more, untimed
 request of the same range is kept and checked by Python's zipfile against what was
 uploaded: member names, sizes, CRC-32s (recomputed from the seeded content, not taken
 from the service), then `testzip()` reads every member back. Each timed run must have
@@ -30,7 +32,7 @@ import tempfile
 import time
 import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -39,6 +41,7 @@ import httpx
 import psutil  # type: ignore[import-untyped,unused-ignore]
 
 from bench import curl
+from bench.cpu import CpuMeter
 from bench.dataset import Content, Dataset, ObjectSpec
 
 SAMPLE_INTERVAL_S = 0.02
@@ -79,7 +82,12 @@ class StreamRun:
     rss_baseline: int = 0
     rss_peak: int = 0
     rss_at: dict[str, int] = field(default_factory=dict)  # "25%" -> RSS when 25 % had arrived
+    # The service process's own CPU (children excluded) from right before the request to
+    # right after the last byte; cpu_s has it too, beside the storage side's processes
+    # ({"service", "seaweedfs", "proxy"}: those known).
     service_cpu_s: float = 0.0
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    cpu_system_s: dict[str, float] = field(default_factory=dict)  # the kernel-mode part of cpu_s
     # The receiving client (curl, or this process with httpx): shows when the measuring
     # side is the bottleneck. With curl, bench_cpu_s is this process (the RSS sampler).
     client_cpu_s: float = 0.0
@@ -113,6 +121,8 @@ class StreamRun:
             "rss_growth": self.rss_growth,
             "rss_at": self.rss_at,
             "service_cpu_s": self.service_cpu_s,
+            "cpu_s": self.cpu_s,
+            "cpu_system_s": self.cpu_system_s,
             "client_cpu_s": self.client_cpu_s,
             "bench_cpu_s": self.bench_cpu_s,
             "etag": self.etag,
@@ -236,20 +246,36 @@ class _Progress:
         return self.received
 
 
+def _meter(pid: int, server_pids: Mapping[str, int | None] | None) -> CpuMeter:
+    return CpuMeter({**(server_pids or {}), "service": pid})
+
+
+def _record_cpu(run: StreamRun, meter: CpuMeter) -> None:
+    run.cpu_s = meter.stop()
+    run.cpu_system_s = meter.system
+    run.service_cpu_s = run.cpu_s.get("service", 0.0)
+
+
 async def stream_once(
-    client: httpx.AsyncClient, url: str, pid: int, out_path: Path | None = None
+    client: httpx.AsyncClient,
+    url: str,
+    pid: int,
+    out_path: Path | None = None,
+    server_pids: Mapping[str, int | None] | None = None,
 ) -> StreamRun:
     """GET `url` with httpx in this process and time it; the body is kept in `out_path`
-    if given, else only CRC'd."""
+    if given, else only CRC'd. `server_pids`: the storage side's processes, CPU-metered
+    like the service (`pid`)."""
     tree = ProcessTree(pid)
     run = StreamRun(client="httpx", rss_baseline=tree.rss())
-    cpu0 = tree.cpu_s()
+    meter = _meter(pid, server_pids)
     client_cpu0 = time.process_time()
     progress = _Progress()
     samples: list[tuple[int, int]] = []
     stop = asyncio.Event()
     sampler = asyncio.create_task(_sample(tree, progress, samples, stop))
     try:
+        meter.start()
         t0 = time.perf_counter()
         first: float | None = None
         async with client.stream("GET", url) as resp:
@@ -275,13 +301,13 @@ async def stream_once(
                     progress.received += len(chunk)
             run.crc32 = crc
         t_end = time.perf_counter()
+        _record_cpu(run, meter)
     except httpx.HTTPError as exc:
         raise BenchError(f"GET {url}: {exc!r} after {progress.received} bytes") from exc
     finally:
         samples.append((progress.received, tree.rss()))
         stop.set()
         await sampler
-    run.service_cpu_s = tree.cpu_s() - cpu0
     run.client_cpu_s = run.bench_cpu_s = time.process_time() - client_cpu0
     run.received = progress.received
     run.total_s = t_end - t0
@@ -297,8 +323,12 @@ class _CurlProgress:
     included, plus a few KB of startup reads; good enough to place the RSS marks)."""
 
     def __init__(self, pid: int) -> None:
-        self._proc: psutil.Process | None = psutil.Process(pid)
         self.received = 0
+        self._proc: psutil.Process | None = None
+        try:
+            self._proc = psutil.Process(pid)
+        except psutil.NoSuchProcess:  # a short transfer: curl has exited and been reaped already
+            pass
 
     def __call__(self) -> int:
         if self._proc is not None:
@@ -315,20 +345,28 @@ def _children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def curl_stream_once(url: str, pid: int, out_path: Path | None = None) -> StreamRun:
-    """GET `url` with curl and time it; the body goes to `out_path` if given, else /dev/null."""
+async def curl_stream_once(
+    url: str,
+    pid: int,
+    out_path: Path | None = None,
+    server_pids: Mapping[str, int | None] | None = None,
+) -> StreamRun:
+    """GET `url` with curl and time it; the body goes to `out_path` if given, else /dev/null.
+    `server_pids`: the storage side's processes, CPU-metered like the service (`pid`)."""
     tree = ProcessTree(pid)
     run = StreamRun(client="curl", rss_baseline=tree.rss())
-    cpu0 = tree.cpu_s()
+    meter = _meter(pid, server_pids)
     bench_cpu0 = time.process_time()
     children0 = _children_cpu_s()
     samples: list[tuple[int, int]] = []
     stop = asyncio.Event()
+    meter.start()
     proc = await curl.spawn(curl.command(url, out_path))
     progress = _CurlProgress(proc.pid)
     sampler = asyncio.create_task(_sample(tree, progress, samples, stop))
     try:
-        result = await curl.finish(proc, url)
+        result = await curl.finish(proc, url)  # curl has exited: the last byte is in
+        _record_cpu(run, meter)
     except curl.CurlError as exc:
         raise BenchError(str(exc)) from exc
     finally:
@@ -338,7 +376,6 @@ async def curl_stream_once(url: str, pid: int, out_path: Path | None = None) -> 
         stop.set()
         await sampler
     samples.append((result.size, tree.rss()))
-    run.service_cpu_s = tree.cpu_s() - cpu0
     run.bench_cpu_s = time.process_time() - bench_cpu0
     run.client_cpu_s = _children_cpu_s() - children0
     if result.status != 200:
@@ -419,8 +456,8 @@ class StreamSession:
     Timed runs only count the body (curl: into /dev/null; httpx: count and CRC): writing
     GBs on the measuring side, even to tmpfs, cost this 2-core VM a third of its
     throughput. `check()` makes one more, untimed request, keeps it and checks it member
-    by member; every timed run must have received the very same archive (DESIGN §3: same
-    selection, same objects, same bytes).
+    by member; every timed run must have received the very same archive (the same
+    selection of the same objects gives the same bytes).
     """
 
     def __init__(
@@ -431,8 +468,10 @@ class StreamSession:
         content: Content,
         tmp_dir: Path,
         client: Client = "curl",
+        server_pids: Mapping[str, int | None] | None = None,
     ) -> None:
         self._pid = pid
+        self._server_pids = dict(server_pids or {})
         self._ds = ds
         self._content = content
         self._out = tmp_dir / f"{ds.name}.zip"
@@ -446,8 +485,8 @@ class StreamSession:
 
     async def _once(self, url: str, out_path: Path | None) -> StreamRun:
         if self._http is not None:
-            return await stream_once(self._http, url, self._pid, out_path)
-        return await curl_stream_once(url, self._pid, out_path)
+            return await stream_once(self._http, url, self._pid, out_path, self._server_pids)
+        return await curl_stream_once(url, self._pid, out_path, self._server_pids)
 
     async def __aenter__(self) -> StreamSession:
         try:
@@ -469,14 +508,22 @@ class StreamSession:
         self.runs.append(run)
         return run
 
-    async def check(self) -> StreamSummary:
+    async def run_checked(self) -> StreamRun:
+        """One stream kept and checked member by member (`members` set); not in `runs`."""
         checked = await self._once(self._url, self._out)
         try:
-            members = await asyncio.to_thread(verify_archive, self._out, self._ds.objects, self._content)
+            checked.members = await asyncio.to_thread(
+                verify_archive, self._out, self._ds.objects, self._content
+            )
             if checked.crc32 is None:
                 checked.crc32 = await asyncio.to_thread(file_crc32, self._out)
         finally:
             self._out.unlink(missing_ok=True)
+        return checked
+
+    async def check(self) -> StreamSummary:
+        checked = await self.run_checked()
+        members = checked.members
         for run in self.runs:
             # httpx runs carry their own CRC; curl runs are tied by length and ETag only.
             same_crc = run.crc32 is None or run.crc32 == checked.crc32

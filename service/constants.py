@@ -13,7 +13,7 @@ GiB = 1024 * MiB
 #: Bumped whenever the bytes of an archive for the same manifest would change (layout,
 #: timestamps, extra fields). It is hashed into every archive id, so old cache objects are
 #: simply never looked up again.
-ARCHIVE_FORMAT_VERSION = 1
+ARCHIVE_FORMAT_VERSION = 2
 
 #: Length of an archive id in hex characters (128 bits of SHA-256): collision-free in
 #: practice and short enough for URLs and object keys.
@@ -169,6 +169,16 @@ REDIS_RETRIES = 1
 REDIS_RETRY_BACKOFF_BASE_S = 0.05
 REDIS_RETRY_BACKOFF_MAX_S = 0.5
 
+#: How long the layout a live stream served is remembered (seconds): a download resumed
+#: or fetched in parts within this gets the very bytes its first part came from.
+SERVED_LAYOUT_TTL_S = 24 * 3600
+#: How often a folder manifest store looks for served layouts past that lifetime (s).
+SERVED_LAYOUT_PRUNE_S = 3600
+
+#: Entries of served layouts a process keeps decoded for ranged answers (about 300 bytes
+#: each): the parts of one download must not reload its manifest every time.
+LAYOUTS_KEPT_ENTRIES = 200_000
+
 # --- answers ---------------------------------------------------------------------------
 
 #: `Retry-After` (seconds) when a dependency is down: long enough not to hammer it, short
@@ -290,6 +300,26 @@ LISTING_ZLIB_LEVEL = 1
 #: worker thread: a 10,000-object day costs about 25 ms of CPU, which must not stall every
 #: stream on the event loop.
 LISTING_INLINE_CODEC_BYTES = 64 * 1024
+
+# --- object index ------------------------------------------------------------------------
+
+#: A Redis index hash lives this long after its last write (seconds): a CRC costs a whole
+#: read to learn and 16 bytes to keep.
+INDEX_TTL_S = 400 * 24 * 3600
+#: Longest wait for one index round trip to Redis (seconds); past it the CRCs count as
+#: unknown (data descriptors) rather than holding a request.
+INDEX_REDIS_OP_TIMEOUT_S = 1.0
+#: Keys per SQLite `IN (...)` query (SQLite allows 32,766 host parameters; smaller
+#: batches keep each query short).
+INDEX_SQLITE_BATCH = 500
+#: How long an SQLite write waits for another process's lock (milliseconds).
+INDEX_SQLITE_BUSY_MS = 5000
+
+#: The source id under which the CRCs of URL entries are indexed (keyed by URL and ETag).
+URL_SOURCE_ID = "http"
+
+#: An adapter that keeps failing logs it at most once per this many seconds.
+LOG_INTERVAL_S = 60.0
 
 # --- limits --------------------------------------------------------------------------------
 

@@ -3,12 +3,16 @@
 `resolve_range` / `resolve_posted` turn a selection into a manifest (`resolver.py`);
 `respond` decides, in this order, what the client gets for it:
 
-1. `NotModified` when it already holds exactly these bytes (`If-None-Match`);
-2. `Redirect` to the cached archive when one is built (a stable presigned URL);
-3. `Deferred` when the selection is over the streaming limits: a background job
+1. `NotModified` when it already holds these bytes (`If-None-Match`);
+2. the cached archive when one is built for these objects: `Redirect` to a stable
+   presigned URL, or `CachedFile` when this process serves its cache itself (the embedded
+   default's folder), at the same URL;
+3. `Partial` for a single `Range` (`206`, never teed, never a job): the bytes of the
+   layout the client's download started with (`If-Range`, or the one last served);
+4. `Deferred` when the selection is over the streaming limits: a background job
    (submitted for GET; HEAD only says so and starts nothing);
-4. `Stream`: the archive's bytes with an exact size, teed into the cache by whichever
-   stream wins the build lock (`streams.py`).
+5. `Stream`: the whole archive with an exact size, teed into the cache by whichever stream
+   wins the build lock (`streams.py`).
 
 No Starlette here: `service/web/` parses the request, calls this, and translates the
 outcome into a response.
@@ -18,15 +22,19 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from email.utils import formatdate
+from pathlib import Path
 from typing import Any
 
-from service.archive.manifest import Manifest
+from service.archive.manifest import Manifest, is_archive_id
 from service.archive.names import content_disposition
+from service.archive.ranges import ByteRange, if_range_holds, parse_range
 from service.archive.selection import DateRange
-from service.constants import CACHE_DENIED_LOG_INTERVAL_S
+from service.cache.base import CachedArchive
+from service.constants import CACHE_DENIED_LOG_INTERVAL_S, LAYOUTS_KEPT_ENTRIES, URL_SOURCE_ID
 from service.exceptions import CacheMisconfigured, DependencyUnavailable, UnknownArchive
 from service.identity import UNAUTHENTICATED, Caller
 from service.jobs.model import JobView
@@ -51,6 +59,14 @@ class Redirect:
 
 
 @dataclass(frozen=True, slots=True)
+class CachedFile:
+    """A finished archive this process serves itself, with Range and If-Range."""
+
+    path: Path
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
 class Deferred:
     """Over the streaming limits. `job` is None for a HEAD (nothing was submitted)."""
 
@@ -64,17 +80,23 @@ class Stream:
     headers: dict[str, str]
     #: A factory, so that a HEAD (which never iterates) starts no fetch.
     body: Callable[[], AsyncIterator[bytes]]
+    status: int = 200
 
 
-Outcome = NotModified | Redirect | Deferred | Stream
+Outcome = NotModified | Redirect | CachedFile | Deferred | Stream
 
 
-def etag_of(manifest: Manifest) -> str:
-    return f'"{manifest.archive_id}"'
+def etag_of(archive_id: str) -> str:
+    return f'"{archive_id}"'
 
 
-def _matches(header: str, etag: str) -> bool:
-    return etag in {tag.strip() for tag in header.split(",")} or header.strip() == "*"
+def _matches(header: str, etags: set[str]) -> str | None:
+    """The ETag of `etags` an `If-None-Match` names (`*` names any)."""
+    wanted = {tag.strip() for tag in header.split(",")}
+    if "*" in wanted and etags:
+        return next(iter(etags))
+    found = wanted & etags
+    return next(iter(found)) if found else None
 
 
 class Downloads:
@@ -88,11 +110,13 @@ class Downloads:
             runtime.source,
             runtime.listings,
             runtime.origin,
-            source_id=str(settings.source),
+            source_id=runtime.source_id,
             limits=Limits(settings.max_entries, settings.max_bytes),
             http_allow=settings.http_allow,
         )
         self._denied_logged_at = 0.0
+        #: layouts loaded for ranged answers, most recent last (bounded by their entries)
+        self._layouts: OrderedDict[str, Manifest] = OrderedDict()
 
     # --- selections ----------------------------------------------------------------------
 
@@ -125,69 +149,181 @@ class Downloads:
         base_url: str,
         caller: Caller = UNAUTHENTICATED,
     ) -> Outcome:
-        etag = etag_of(manifest)
-        if _matches(headers.get("if-none-match", ""), etag):
-            return NotModified(etag)
         cached, tee = await self._cached(manifest)
+        etag = etag_of(cached.archive_id if cached else manifest.archive_id)
+        unmodified = headers.get("if-none-match")
+        if unmodified is not None:
+            etags = {etag, etag_of(manifest.archive_id)}
+            if not cached and (served := await self._served_id(manifest)):
+                etags.add(etag_of(served))
+            if found := _matches(unmodified, etags):
+                return NotModified(found)
         if cached:
-            location = await self.cached_url(
-                manifest.archive_id, manifest.filename, base_url=base_url, method=method
-            )
-            assert location is not None
-            return Redirect(location, etag)
+            return await self._from_cache(manifest, cached, method=method, base_url=base_url)
+
+        requested = headers.get("range")
+        if requested is not None and method in ("GET", "HEAD"):
+            layout = await self._layout_for(manifest, headers.get("if-range"))
+            if layout is not None:
+                window = parse_range(requested, layout.size)  # RangeNotSatisfiable: a 416
+                if window is not None:
+                    return await self._partial(layout, window)
+
         settings = self._settings
         if manifest.size > settings.stream_max_bytes or len(manifest.entries) > settings.stream_max_entries:
             if method == "HEAD":
-                return Deferred(job_id_for(manifest.archive_id, caller.sub), None)
+                return Deferred(job_id_for(manifest.objects_id, caller.sub), None)
             job = await self._jobs.submit(manifest, caller)
             return Deferred(job.id, job)
-        return Stream(
-            manifest, self._stream_headers(manifest), lambda: self._streams.stream(manifest, tee=tee)
-        )
+        await self._remember_served(manifest)
+        return Stream(manifest, self._headers(manifest), lambda: self._streams.stream(manifest, tee=tee))
 
     async def cached_url(
-        self, archive_id: str, filename: str, *, base_url: str, method: str = "GET"
+        self, objects_id: str, filename: str, *, base_url: str, method: str = "GET"
     ) -> str | None:
         """Where the cached archive is downloaded (None without a cache)."""
         cache = self._runtime.cache
         if cache is None:
             return None
         base = self._settings.public_url or base_url
-        return await cache.url(archive_id, filename, base_url=base, method=method)
+        return await cache.url(objects_id, filename, base_url=base, method=method)
 
-    async def _cached(self, manifest: Manifest) -> tuple[bool, bool]:
-        """(is it cached, may a stream tee into the cache). A cache that cannot be asked
-        is a miss (the source may still be fine to stream from); one that refuses access
-        is a configuration error: stream without teeing, or every request would rebuild."""
+    # --- the cache -----------------------------------------------------------------------
+
+    async def _cached(self, manifest: Manifest) -> tuple[CachedArchive | None, bool]:
+        """(the cached archive of these objects, may a stream tee into the cache). A cache
+        that cannot be asked is a miss (the source may still be fine to stream from); one
+        that refuses access is a configuration error: stream without teeing, or every
+        request would rebuild."""
         cache = self._runtime.cache
         if cache is None:
-            return False, False
+            return None, False
         try:
-            found = await cache.lookup(manifest.archive_id)
+            found = await cache.lookup(manifest.objects_id)
         except CacheMisconfigured as exc:
             CACHE_MISCONFIGURED.inc()
             now = time.monotonic()
             if now - self._denied_logged_at >= CACHE_DENIED_LOG_INTERVAL_S:
                 self._denied_logged_at = now
                 logger.error("CACHE MISCONFIGURED, streaming without caching: %s", exc.message)
-            return False, False
+            return None, False
         except DependencyUnavailable as exc:
             logger.warning("cache lookup failed, streaming instead: %s", exc.message)
-            return False, True
+            return None, True
         CACHE_LOOKUPS.labels("hit" if found else "miss").inc()
-        return found is not None, True
+        return found, True
 
-    def _stream_headers(self, manifest: Manifest) -> dict[str, str]:
+    async def _from_cache(
+        self, manifest: Manifest, cached: CachedArchive, *, method: str, base_url: str
+    ) -> Outcome:
+        cache = self._runtime.cache
+        assert cache is not None
+        served = await cache.served_file(cached.objects_id)
+        if served is not None:
+            path, _ = served
+            return CachedFile(
+                path,
+                {
+                    "ETag": etag_of(cached.archive_id),
+                    "Content-Disposition": content_disposition(manifest.filename),
+                    "Last-Modified": formatdate(manifest.last_modified, usegmt=True),
+                    # The selection behind the URL can change (new photos): not cacheable.
+                    "Cache-Control": "no-store",
+                    "X-Archive-Cache": "hit",
+                },
+            )
+        location = await self.cached_url(
+            manifest.objects_id, manifest.filename, base_url=base_url, method=method
+        )
+        assert location is not None
+        return Redirect(location, etag_of(cached.archive_id))
+
+    # --- layouts and ranges --------------------------------------------------------------
+
+    async def _served_id(self, manifest: Manifest) -> str | None:
+        try:
+            return await self._runtime.manifests.served(manifest.objects_id)
+        except DependencyUnavailable as exc:
+            logger.warning("cannot tell which layout was served: %s", exc.message)
+            return None
+
+    async def _remember_served(self, manifest: Manifest) -> None:
+        try:
+            await self._runtime.manifests.serve(manifest)
+        except DependencyUnavailable as exc:
+            # The stream is fine; only a later resume may get the whole archive again.
+            logger.warning("could not remember the layout served: %s", exc.message)
+
+    async def _load(self, archive_id: str) -> Manifest | None:
+        kept = self._layouts.get(archive_id)
+        if kept is not None:
+            self._layouts.move_to_end(archive_id)
+            return kept
+        try:
+            loaded = await self._runtime.manifests.get(archive_id)
+        except (UnknownArchive, DependencyUnavailable):
+            return None
+        self._layouts[archive_id] = loaded
+        while (
+            sum(len(m.entries) for m in self._layouts.values()) > LAYOUTS_KEPT_ENTRIES
+            and len(self._layouts) > 1
+        ):
+            self._layouts.popitem(last=False)
+        return loaded
+
+    async def _layout_for(self, manifest: Manifest, if_range: str | None) -> Manifest | None:
+        """The layout a ranged request belongs to: the one its `If-Range` names (None when
+        that is not these objects any more: then the whole archive is sent), else the one
+        these objects were last served as, else the current one."""
+        candidates = [manifest]
+        served = await self._served_id(manifest)
+        if served and served != manifest.archive_id:
+            layout = await self._load(served)
+            if layout is not None and layout.objects_id == manifest.objects_id:
+                candidates.insert(0, layout)
+        if if_range is None:
+            return candidates[0]
+        for layout in candidates:
+            date = formatdate(layout.last_modified, usegmt=True)
+            if if_range_holds(if_range, etag=etag_of(layout.archive_id), last_modified=date):
+                return layout
+        named = if_range.strip().strip('"')
+        if is_archive_id(named):
+            layout = await self._load(named)
+            if layout is not None and layout.objects_id == manifest.objects_id:
+                return layout
+        return None
+
+    async def _partial(self, layout: Manifest, window: ByteRange) -> Stream:
+        known = await self._known_crcs(layout)
+        headers = self._headers(layout)
+        headers["Content-Length"] = str(len(window))
+        headers["Content-Range"] = window.content_range
+        return Stream(layout, headers, lambda: self._streams.slice(layout, window, known), status=206)
+
+    async def _known_crcs(self, layout: Manifest) -> list[int | None]:
+        """Each member's CRC-32: the layout's own, or what the index learned since."""
+        known: list[int | None] = [entry.crc32 for entry in layout.entries]
+        for kind, source_id in (("key", self._runtime.source_id), ("url", URL_SOURCE_ID)):
+            missing = [i for i, e in enumerate(layout.entries) if e.crc32 is None and e.kind == kind]
+            if missing:
+                pairs = [(layout.entries[i].ref, layout.entries[i].etag) for i in missing]
+                for i, crc in zip(missing, await self._runtime.index.lookup(source_id, pairs), strict=True):
+                    known[i] = crc
+        return known
+
+    def _headers(self, manifest: Manifest) -> dict[str, str]:
         return {
             "Content-Type": "application/zip",
             "Content-Length": str(manifest.size),
             "Content-Disposition": content_disposition(manifest.filename),
-            "ETag": etag_of(manifest),
+            "ETag": etag_of(manifest.archive_id),
             "Last-Modified": formatdate(manifest.last_modified, usegmt=True),
-            # A live stream cannot honour Range; resumable downloads come from the cache.
-            "Accept-Ranges": "none",
+            # Any single range, live: the bytes a full GET of this ETag has there.
+            "Accept-Ranges": "bytes",
             "Cache-Control": "no-store",
             # Tell nginx not to spool the stream to disk or memory (backpressure stays intact).
             "X-Accel-Buffering": "no",
             "X-Archive-Entries": str(len(manifest.entries)),
+            "X-Archive-Cache": "miss",
         }

@@ -16,6 +16,7 @@ exc`), so no botocore, httpx or redis exception ever reaches a request handler.
   | - UnknownJob            404  no job with that id
   | - ObjectNotFound        404  a named key or URL does not exist
   | - TooLarge              413  over the hard entry or byte limits
+  | - RangeNotSatisfiable   416  a Range wholly past the end of the archive
   | - RateLimited           429  over a rate limit or a quota (`retry_after` seconds)
   + SourceError                  reading an object failed
   | - ObjectMissing              the object vanished after the manifest was made
@@ -120,6 +121,16 @@ class RateLimited(RequestError):
     def __init__(self, message: str, *, retry_after: float) -> None:
         super().__init__(message)
         self.retry_after = max(1, math.ceil(retry_after))
+
+
+class RangeNotSatisfiable(RequestError):
+    status_code = 416
+    code = "range_not_satisfiable"
+
+    def __init__(self, message: str, *, size: int) -> None:
+        super().__init__(message)
+        #: the archive's size, for `Content-Range: bytes */<size>`
+        self.size = size
 
 
 class SourceError(ZipedgeError):

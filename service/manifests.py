@@ -1,11 +1,19 @@
-"""Where the manifests of posted archives are kept, so `GET /v1/archives/{id}.zip` works
-after a restart (folder, the embedded default) and from any process (Redis).
+"""Where manifests are kept, so an archive's bytes can be made again from its id.
+
+Two kinds, the same interface:
+
+* posted archives (`put`): `GET /v1/archives/{id}.zip` works after a restart (folder, the
+  embedded default) and from any process (Redis), for `ttl_s` after the last POST;
+* layouts served by a live stream (`serve`): the manifest under its archive id, and which
+  archive id the objects were last served as. A download resumed or split into ranges
+  then gets exactly the bytes its first part came from, even if the service has learned
+  CRCs since (which would give the same objects a new layout). Kept `SERVED_LAYOUT_TTL_S`.
 
 A manifest is immutable and content-addressed, so writes are idempotent and need no lock.
-Beside it the store records who posted it (`owned_by`: an id is a content hash, so anyone
-who names the same objects can compute it; only its owners may use it), and counts each
-client's stored archives against a quota of count and bytes (`ManifestQuota`: 429 beyond,
-with the time until its oldest one expires). Manifests expire `ttl_s` after their last POST.
+Beside a posted one the store records who posted it (`owned_by`: an id is a content hash,
+so anyone who names the same objects can compute it; only its owners may use it), and
+counts each client's stored archives against a quota of count and bytes (`ManifestQuota`:
+429 beyond, with the time until its oldest one expires).
 """
 
 from __future__ import annotations
@@ -29,13 +37,17 @@ from service.constants import (
     DEFAULT_MAX_ARCHIVE_BYTES_PER_CLIENT,
     DEFAULT_MAX_ARCHIVES_PER_CLIENT,
     MANIFEST_INLINE_JSON_BYTES,
+    SERVED_LAYOUT_PRUNE_S,
+    SERVED_LAYOUT_TTL_S,
 )
 from service.exceptions import DependencyUnavailable, RateLimited, TooLarge, UnknownArchive
 from service.identity import Caller
 
-#: Redis key prefixes: stored manifests, their owners, and each client's stored archives
-#: (a sorted set of ids by expiry, and a hash of their sizes).
+#: Redis key prefixes of stored manifests and of the layout each set of objects was served
+#: as; of the owners of posted ones, and of each client's stored archives (a sorted set of
+#: ids by expiry, and a hash of their sizes).
 REDIS_PREFIX = "zipedge:manifest:"
+REDIS_SERVED_PREFIX = "zipedge:served:"
 OWNERS_PREFIX = "zipedge:manifest-owners:"
 CLIENT_PREFIX = "zipedge:manifests:client:"
 SIZES_PREFIX = "zipedge:manifests:sizes:"
@@ -61,16 +73,25 @@ class ManifestQuota:
 
 class ManifestStore(Protocol):
     async def put(self, manifest: Manifest, owner: Caller | None = None) -> None:
-        """Store `manifest`; with `owner`, record it as theirs and count it against the
-        quota of its client (`RateLimited` beyond). Without: a job's manifest, for workers."""
+        """Keep a posted archive's manifest; with `owner`, record it as theirs and count it
+        against the quota of its client (`RateLimited` beyond). Without: a job's, for workers."""
+        ...
+
+    async def owned_by(self, archive_id: str, sub: str) -> bool:
+        """Whether `sub` posted this archive (and it has not expired)."""
         ...
 
     async def get(self, archive_id: str) -> Manifest:
         """The manifest, or `UnknownArchive`."""
         ...
 
-    async def owned_by(self, archive_id: str, sub: str) -> bool:
-        """Whether `sub` posted this archive (and it has not expired)."""
+    async def serve(self, manifest: Manifest) -> None:
+        """A live stream is sending `manifest`: keep it, and remember it as the layout its
+        objects are served as."""
+        ...
+
+    async def served(self, objects_id: str) -> str | None:
+        """The archive id these objects were last served as, if still remembered."""
         ...
 
     async def check(self) -> None:
@@ -99,6 +120,19 @@ async def _encode(manifest: Manifest) -> bytes:
     return await asyncio.to_thread(manifest.to_json)
 
 
+def _write_atomically(path: Path, blob: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(blob)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 @dataclass
 class _LocalQuota:
     """The quota's books in this process (the folder store serves one node): per client,
@@ -120,39 +154,35 @@ class _LocalQuota:
 
 
 class FolderManifestStore:
-    """One JSON file per manifest, written atomically (temp file + rename), its owners in a
-    file beside it; a manifest whose file was last written `ttl_s` ago has expired."""
+    """One JSON file per manifest, written atomically (temp file + rename): posted ones
+    with their owners in a file beside them, expired `ttl_s` after their file was last
+    written; served layouts under `layouts/` and `served/`, pruned after
+    `SERVED_LAYOUT_TTL_S`."""
 
     def __init__(self, directory: Path, quota: ManifestQuota | None = None) -> None:
         self.directory = directory
+        self._pruned_at = 0.0
         self._quota = quota or ManifestQuota()
         self._books = _LocalQuota(self._quota)
 
-    def _path(self, archive_id: str) -> Path:
-        return self.directory / archive_id[:2] / f"{archive_id}.json"
+    def _path(self, archive_id: str, kind: str = "") -> Path:
+        base = self.directory / kind if kind else self.directory
+        return base / archive_id[:2] / f"{archive_id}.json"
 
-    def _put_sync(self, archive_id: str, blob: bytes, owner: str | None) -> None:
-        path = self._path(archive_id)
+    def _served_path(self, objects_id: str) -> Path:
+        return self.directory / "served" / objects_id[:2] / objects_id
+
+    def _put_sync(self, path: Path, blob: bytes, owner: str | None) -> None:
         if owner is not None:
             owners = path.with_suffix(".owners")
-            known = owners.read_text().splitlines() if owners.exists() else []
-            if owner not in known:
+            if owner not in (owners.read_text().splitlines() if owners.exists() else []):
                 path.parent.mkdir(parents=True, exist_ok=True)
                 with owners.open("a") as handle:
                     handle.write(owner + "\n")
         if path.exists():
-            os.utime(path)  # posted again: valid for another ttl_s
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(blob)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+            os.utime(path)  # posted again: kept for another ttl_s
+        else:
+            _write_atomically(path, blob)
 
     async def put(self, manifest: Manifest, owner: Caller | None = None) -> None:
         blob = await _encode(manifest)
@@ -161,26 +191,11 @@ class FolderManifestStore:
             self._books.claim(owner.client_id, manifest.archive_id, len(blob))
         with _io_errors("manifest folder"):
             await asyncio.to_thread(
-                self._put_sync, manifest.archive_id, blob, owner.sub if owner is not None else None
+                self._put_sync,
+                self._path(manifest.archive_id),
+                blob,
+                owner.sub if owner is not None else None,
             )
-
-    def _read_fresh(self, archive_id: str) -> bytes:
-        path = self._path(archive_id)
-        with path.open("rb") as handle:
-            if os.fstat(handle.fileno()).st_mtime < time.time() - self._quota.ttl_s:
-                raise FileNotFoundError(path)
-            return handle.read()
-
-    async def get(self, archive_id: str) -> Manifest:
-        if not is_archive_id(archive_id):
-            raise _unknown(archive_id)
-        try:
-            blob = await asyncio.to_thread(self._read_fresh, archive_id)
-        except FileNotFoundError:
-            raise _unknown(archive_id) from None
-        except OSError as exc:
-            raise DependencyUnavailable(f"manifest folder: {exc.strerror}") from exc
-        return await _decode(blob, archive_id)
 
     async def owned_by(self, archive_id: str, sub: str) -> bool:
         if not is_archive_id(archive_id):
@@ -193,6 +208,69 @@ class FolderManifestStore:
         except OSError as exc:
             raise DependencyUnavailable(f"manifest folder: {exc.strerror}") from exc
         return sub in text.splitlines()
+
+    async def get(self, archive_id: str) -> Manifest:
+        if not is_archive_id(archive_id):
+            raise _unknown(archive_id)
+
+        def read() -> bytes:
+            try:
+                with self._path(archive_id).open("rb") as handle:
+                    if os.fstat(handle.fileno()).st_mtime >= time.time() - self._quota.ttl_s:
+                        return handle.read()
+            except FileNotFoundError:
+                pass
+            return self._path(archive_id, "layouts").read_bytes()
+
+        try:
+            blob = await asyncio.to_thread(read)
+        except FileNotFoundError:
+            raise _unknown(archive_id) from None
+        except OSError as exc:
+            raise DependencyUnavailable(f"manifest folder: {exc.strerror}") from exc
+        return await _decode(blob, archive_id)
+
+    async def serve(self, manifest: Manifest) -> None:
+        blob = await _encode(manifest)
+
+        def write() -> None:
+            layout = self._path(manifest.archive_id, "layouts")
+            if layout.exists():
+                os.utime(layout)  # served again: kept longer
+            else:
+                _write_atomically(layout, blob)
+            _write_atomically(self._served_path(manifest.objects_id), manifest.archive_id.encode())
+            self._prune()
+
+        with _io_errors("manifest folder"):
+            await asyncio.to_thread(write)
+
+    async def served(self, objects_id: str) -> str | None:
+        def read() -> str | None:
+            path = self._served_path(objects_id)
+            try:
+                if time.time() - path.stat().st_mtime > SERVED_LAYOUT_TTL_S:
+                    return None
+                return path.read_text(encoding="ascii").strip() or None
+            except (FileNotFoundError, UnicodeDecodeError):
+                return None
+
+        if not is_archive_id(objects_id):
+            return None
+        with _io_errors("manifest folder"):
+            return await asyncio.to_thread(read)
+
+    def _prune(self) -> None:
+        """Served layouts older than their lifetime go, at most once per prune interval."""
+        now = time.time()
+        if now - self._pruned_at < SERVED_LAYOUT_PRUNE_S:
+            return
+        self._pruned_at = now
+        for folder in (self.directory / "layouts", self.directory / "served"):
+            for path in folder.glob("*/*") if folder.is_dir() else ():
+                with contextlib.suppress(OSError):
+                    if now - path.stat().st_mtime > SERVED_LAYOUT_TTL_S:
+                        path.unlink()
 
     async def check(self) -> None:
         def writable() -> bool:
@@ -268,6 +346,26 @@ class RedisManifestStore:
         if blob is None:
             raise _unknown(archive_id)
         return await _decode(blob if isinstance(blob, bytes) else blob.encode(), archive_id)
+
+    async def serve(self, manifest: Manifest) -> None:
+        key = REDIS_PREFIX + manifest.archive_id
+        with _redis_errors():
+            # A posted manifest keeps its own, longer lifetime (never shortened here).
+            if not await self._redis.expire(
+                key, SERVED_LAYOUT_TTL_S, gt=True
+            ) and not await self._redis.exists(key):
+                await self._redis.set(key, await _encode(manifest), ex=SERVED_LAYOUT_TTL_S, nx=True)
+            await self._redis.set(
+                REDIS_SERVED_PREFIX + manifest.objects_id, manifest.archive_id, ex=SERVED_LAYOUT_TTL_S
+            )
+
+    async def served(self, objects_id: str) -> str | None:
+        with _redis_errors():
+            found = await self._redis.get(REDIS_SERVED_PREFIX + objects_id)
+        if found is None:
+            return None
+        text = found.decode() if isinstance(found, bytes) else str(found)
+        return text if is_archive_id(text) else None
 
     async def check(self) -> None:
         with _redis_errors():

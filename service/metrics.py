@@ -56,6 +56,11 @@ CACHE_MISCONFIGURED = Counter(
     "Cache requests refused with 403 (bucket policy or credentials): streamed without teeing.",
     registry=REGISTRY,
 )
+RANGE_CRC_READS = Counter(
+    "zipedge_range_crc_reads_total",
+    "Members read whole only to learn the CRC-32 a ranged answer's records need.",
+    registry=REGISTRY,
+)
 SOURCE_RETRIES = Counter(
     "zipedge_source_retries_total", "Object reads resumed from the failed byte.", registry=REGISTRY
 )

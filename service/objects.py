@@ -21,17 +21,21 @@ class Objects:
         self._origin = origin
         self._listings = listings
 
-    async def open(self, entry: Entry, offset: int) -> AsyncIterator[bytes]:
-        """The entry's bytes from `offset` to its end, checked against its ETag."""
+    async def open(self, entry: Entry, offset: int, stop: int | None = None) -> AsyncIterator[bytes]:
+        """The entry's bytes from `offset` to `stop` (exclusive; None: its end), checked
+        against its ETag."""
+        length = None if stop is None else stop - offset
         if entry.kind == "url":
             if self._origin is None:
                 raise ConfigError("URL entries need ZIPEDGE_HTTP_ALLOW")
-            async with closing(self._origin.read(entry.ref, offset=offset, etag=entry.etag)) as chunks:
+            reading = self._origin.read(entry.ref, offset=offset, etag=entry.etag, length=length)
+            async with closing(reading) as chunks:
                 async for chunk in chunks:
                     yield chunk
             return
         try:
-            async with closing(self._source.read(entry.ref, offset=offset, etag=entry.etag)) as chunks:
+            reading = self._source.read(entry.ref, offset=offset, etag=entry.etag, length=length)
+            async with closing(reading) as chunks:
                 async for chunk in chunks:
                     yield chunk
         except (ObjectChanged, ObjectMissing):

@@ -18,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 
 import anyio
 
@@ -36,8 +37,27 @@ from service.sources.base import closing
 
 logger = logging.getLogger(__name__)
 
-#: Opens one entry's bytes from an offset; the etag travels inside the entry.
-OpenFn = Callable[[Entry, int], AsyncIterator[bytes]]
+#: Opens one entry's bytes from `offset` up to `stop` (exclusive; None: the object's end);
+#: the etag travels inside the entry.
+OpenFn = Callable[[Entry, int, int | None], AsyncIterator[bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """Bytes `start` to `stop` (exclusive) of one entry's object: the whole of it for a
+    full archive, part of it for a ranged answer."""
+
+    entry: Entry
+    start: int
+    stop: int
+
+    @classmethod
+    def whole(cls, entry: Entry) -> Span:
+        return cls(entry, 0, entry.size)
+
+    @property
+    def size(self) -> int:
+        return self.stop - self.start
 
 
 class _Slot:
@@ -58,7 +78,7 @@ class Prefetcher:
 
     def __init__(
         self,
-        entries: Sequence[Entry],
+        spans: Sequence[Span],
         open_: OpenFn,
         *,
         concurrency: int,
@@ -67,14 +87,14 @@ class Prefetcher:
         backoff_base: float = FETCH_BACKOFF_BASE_S,
         backoff_max: float = FETCH_BACKOFF_MAX_S,
     ) -> None:
-        self._entries = entries
+        self._spans = spans
         self._open = open_
         self._concurrency = max(1, concurrency)
         self._budget = max(budget, READ_CHUNK_BYTES)
         self._attempts = max(1, attempts)
         self._backoff_base = backoff_base
         self._backoff_max = backoff_max
-        self._slots = [_Slot() for _ in entries]
+        self._slots = [_Slot() for _ in spans]
         self._next = 0
         self._head = 0
         self._used = 0
@@ -90,7 +110,7 @@ class Prefetcher:
         self.peak_ahead = 0
 
     async def __aenter__(self) -> Prefetcher:
-        workers = min(self._concurrency, len(self._entries))
+        workers = min(self._concurrency, len(self._spans))
         self._tasks = [asyncio.create_task(self._worker()) for _ in range(workers)]
         return self
 
@@ -115,7 +135,7 @@ class Prefetcher:
 
     # -- consumer side --------------------------------------------------------------------
 
-    async def chunks(self, index: int) -> AsyncIterator[bytes]:
+    async def chunks(self, index: int) -> AsyncGenerator[bytes, None]:
         """Entry `index`'s bytes, in order; raises StreamAborted if it cannot be read."""
         if index != self._head:
             raise RuntimeError("entries must be consumed in order")
@@ -128,7 +148,7 @@ class Prefetcher:
                 yield chunk
                 continue
             if slot.error is not None:
-                entry = self._entries[index]
+                entry = self._spans[index].entry
                 message = getattr(slot.error, "message", str(slot.error))
                 raise StreamAborted(f"cannot read {entry.ref!r}: {message}") from slot.error
             if slot.done:
@@ -161,9 +181,9 @@ class Prefetcher:
 
     def _admissible(self) -> bool:
         index = self._next
-        if index >= len(self._entries) or index == self._head:
+        if index >= len(self._spans) or index == self._head:
             return True
-        return self._outstanding + self._entries[index].size <= self._budget
+        return self._outstanding + self._spans[index].size <= self._budget
 
     async def _worker(self) -> None:
         while True:
@@ -174,11 +194,11 @@ class Prefetcher:
             if not self._admissible():
                 async with self._room:
                     await self._room.wait_for(self._admissible)
-            if self._next >= len(self._entries):
+            if self._next >= len(self._spans):
                 return
             index = self._next
             self._next += 1
-            self._outstanding += self._entries[index].size
+            self._outstanding += self._spans[index].size
             self.peak_ahead = max(self.peak_ahead, self._next - self._head)
             slot = self._slots[index]
             try:
@@ -194,14 +214,17 @@ class Prefetcher:
                 return  # the stream is over; the writer will stop at this entry
 
     async def _fetch(self, index: int, slot: _Slot) -> None:
-        entry = self._entries[index]
+        span = self._spans[index]
+        entry = span.entry
         failures = 0
-        while slot.received < entry.size:
+        while slot.received < span.size:
             resumed_at = slot.received
             try:
                 await self._read_from(index, slot)
-                if slot.received < entry.size:
-                    raise ObjectChanged(f"{entry.ref!r} ended after {slot.received} of {entry.size} bytes")
+                if slot.received < span.size:
+                    raise ObjectChanged(
+                        f"{entry.ref!r} ended after {span.start + slot.received} of {entry.size} bytes"
+                    )
             except SourceError as exc:
                 # Attempts count failures in a row: a long object on a flaky link that
                 # keeps making progress is not given up on.
@@ -212,17 +235,23 @@ class Prefetcher:
                 SOURCE_RETRIES.inc()
                 delay = min(self._backoff_base * 2 ** (failures - 1), self._backoff_max)
                 logger.warning(
-                    "retrying %s from byte %d in %.1fs: %s", entry.ref, slot.received, delay, exc.message
+                    "retrying %s from byte %d in %.1fs: %s",
+                    entry.ref,
+                    span.start + slot.received,
+                    delay,
+                    exc.message,
                 )
                 await asyncio.sleep(delay)
 
     async def _read_from(self, index: int, slot: _Slot) -> None:
-        """Read entry `index` from `slot.received` to its end. A failure keeps the bytes
+        """Read span `index` from `slot.received` to its end. A failure keeps the bytes
         already handed over: the retry resumes after them."""
-        entry = self._entries[index]
-        async with closing(self._open(entry, slot.received)) as body:
-            while slot.received < entry.size:
-                want = min(READ_CHUNK_BYTES, entry.size - slot.received)
+        span = self._spans[index]
+        entry = span.entry
+        stop = None if span.stop == entry.size else span.stop
+        async with closing(self._open(entry, span.start + slot.received, stop)) as body:
+            while slot.received < span.size:
+                want = min(READ_CHUNK_BYTES, span.size - slot.received)
                 await self._reserve(index, want)
                 try:
                     chunk = await anext(body)
@@ -232,9 +261,11 @@ class Prefetcher:
                 except BaseException:
                     self._used -= want
                     raise
-                if slot.received + len(chunk) > entry.size:
-                    self._used -= want
-                    raise ObjectChanged(f"{entry.ref!r} is larger than the {entry.size} bytes listed")
+                if slot.received + len(chunk) > span.size:
+                    if stop is None:
+                        self._used -= want
+                        raise ObjectChanged(f"{entry.ref!r} is larger than the {entry.size} bytes listed")
+                    chunk = chunk[: span.size - slot.received]  # a source that sent past the part
                 self._used += len(chunk) - want
                 if not chunk:
                     continue
@@ -242,6 +273,8 @@ class Prefetcher:
                 slot.chunks.append(chunk)
                 slot.buffered += len(chunk)
                 slot.ready.set()
+            if stop is not None:
+                return  # a part: what follows is none of this span's business
             # The object must end where the manifest says; a longer one changed.
             extra = await anext(body, b"")
             if extra:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from redis import asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -29,6 +29,10 @@ from service.constants import (
     S3_POOL_HEADROOM,
 )
 from service.exceptions import DependencyUnavailable
+from service.index import ObjectIndex
+from service.index.memory import MemoryObjectIndex
+from service.index.redis import RedisObjectIndex
+from service.index.sqlite import SqliteObjectIndex
 from service.listing import DayListingCache, DirectListings, Listings
 from service.manifests import FolderManifestStore, ManifestQuota, ManifestStore, RedisManifestStore
 from service.s3.client import S3
@@ -45,14 +49,21 @@ class Runtime:
     manifests: ManifestStore
     cache: ArchiveCache | None
     lock: BuildLock
+    index: ObjectIndex = field(default_factory=MemoryObjectIndex)
     redis: aioredis.Redis | None = None
     s3: S3 | None = None
+
+    @property
+    def source_id(self) -> str:
+        """Names the source in archive ids, Redis keys and the object index."""
+        return str(self.settings.source)
 
     def probes(self) -> dict[str, Callable[[], Awaitable[None]]]:
         """What /readyz asks, by dependency name."""
         probes: dict[str, Callable[[], Awaitable[None]]] = {
             "source": self.source.check,
             "manifests": self.manifests.check,
+            "index": self.index.check,
         }
         if self.cache is not None:
             probes["cache"] = self.cache.check
@@ -95,9 +106,14 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             )
 
         redis: aioredis.Redis | None = None
+        index: ObjectIndex
         if settings.redis_url:
             redis = redis_client(settings.redis_url)
             stack.push_async_callback(redis.aclose)
+            index = RedisObjectIndex(redis)
+        else:
+            index = SqliteObjectIndex(settings.data_dir / "index.sqlite3")
+            stack.push_async_callback(index.aclose)
 
         source: Source
         listings: Listings
@@ -107,13 +123,13 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             assert s3 is not None
             source = S3Source(s3, bucket=settings.source.bucket, prefix=settings.source.prefix)
             # Cached in process and shared through Redis, so a repeat click costs no LIST.
-            listings = DayListingCache(source, source_id=str(settings.source), redis=redis)
+            listings = DayListingCache(source, source_id=str(settings.source), redis=redis, index=index)
         else:
             from service.sources.folder import FolderSource
 
             source = FolderSource(settings.source.path)
             # Listing a folder is cheap, and files dropped in by hand must show up at once.
-            listings = DirectListings(source)
+            listings = DirectListings(source, source_id=str(settings.source), index=index)
         stack.push_async_callback(source.aclose)
         stack.push_async_callback(listings.aclose)
 
@@ -168,6 +184,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             manifests=manifests,
             cache=cache,
             lock=lock,
+            index=index,
             redis=redis,
             s3=s3,
         )

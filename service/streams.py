@@ -7,6 +7,10 @@ copies every chunk into a cache object. Every stage closes the one before it (`a
 the prefetcher's own shielded close), so a client that leaves or a source that fails
 stops everything upstream at once and nothing is left running unawaited.
 
+Every member read whole teaches the object index its CRC-32 (`_Lessons`): recorded when
+the stream ends, however it ends, and its days' listings bumped so the next archive of
+them carries those CRCs in its local headers.
+
 One exception, on purpose: a teed stream runs in a `Build` task owned here, so that when
 its client leaves it can finish the cache object for the next request
 (`ZIPEDGE_TEE_ON_DISCONNECT=finish`), up to `ZIPEDGE_MAX_BUILDS` at a time per process;
@@ -18,15 +22,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 
 from service.archive.manifest import Manifest
-from service.cache.base import CacheEntry
+from service.archive.ranges import ByteRange
+from service.cache.base import CacheEntry, settle
 from service.cache.tee import Build, Tee
-from service.constants import TEE_MAX_LAG_BYTES
+from service.constants import TEE_MAX_LAG_BYTES, URL_SOURCE_ID
 from service.exceptions import CacheWriteFailed, DependencyUnavailable
+from service.index import Known
+from service.listing import day_of_key
 from service.objects import Objects
 from service.runtime import Runtime
+from service.slices import write_slice
 from service.writer import Progress, write_archive
 
 logger = logging.getLogger(__name__)
@@ -34,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 def cache_entry(manifest: Manifest) -> CacheEntry:
     return CacheEntry(
+        objects_id=manifest.objects_id,
         archive_id=manifest.archive_id,
         size=manifest.size,
         filename=manifest.filename,
@@ -60,15 +69,48 @@ class Streams:
         """Builds still running for the cache alone (their client left)."""
         return sum(1 for build in self._builds if not build.attached)
 
-    def write(self, manifest: Manifest, progress: Progress | None = None) -> AsyncGenerator[bytes, None]:
+    async def write(
+        self, manifest: Manifest, progress: Progress | None = None
+    ) -> AsyncGenerator[bytes, None]:
         """The archive's bytes, untee'd: `StreamAborted` if an object cannot be read."""
-        return write_archive(
-            manifest,
-            self._objects.open,
-            concurrency=self._settings.fetch_concurrency,
-            budget=self._settings.prefetch_bytes,
-            progress=progress,
-        )
+        lessons = _Lessons(self._runtime, manifest)
+        try:
+            writing = write_archive(
+                manifest,
+                self._objects.open,
+                concurrency=self._settings.fetch_concurrency,
+                budget=self._settings.prefetch_bytes,
+                progress=progress,
+                learned=lessons.learned,
+            )
+            async with contextlib.aclosing(writing) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+        finally:
+            await settle(lessons.record())
+
+    async def slice(
+        self, manifest: Manifest, window: ByteRange, known: Sequence[int | None]
+    ) -> AsyncGenerator[bytes, None]:
+        """Exactly the bytes of `window`, never teed (a part of an archive is no archive)."""
+        self.active += 1
+        lessons = _Lessons(self._runtime, manifest)
+        try:
+            slicing = write_slice(
+                manifest,
+                window,
+                self._objects.open,
+                known=known,
+                concurrency=self._settings.fetch_concurrency,
+                budget=self._settings.prefetch_bytes,
+                learned=lessons.learned,
+            )
+            async with contextlib.aclosing(slicing) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+        finally:
+            self.active -= 1
+            await settle(lessons.record())
 
     async def stream(self, manifest: Manifest, *, tee: bool = True) -> AsyncIterator[bytes]:
         """The archive's bytes for one client, teed into the cache when `tee` and this
@@ -102,7 +144,7 @@ class Streams:
         cache = self._runtime.cache
         if cache is None:
             return None
-        lease = await self._runtime.lock.try_acquire(manifest.archive_id)
+        lease = await self._runtime.lock.try_acquire(manifest.objects_id)
         if lease is None:
             return None  # someone else is building it: stream without teeing
         try:
@@ -116,7 +158,7 @@ class Streams:
             # let go of the lock now, or its renewal would keep it until the process exits.
             await asyncio.shield(lease.release())
             raise
-        return Tee(writer, lease, max_lag=TEE_MAX_LAG_BYTES, archive_id=manifest.archive_id)
+        return Tee(writer, lease, max_lag=TEE_MAX_LAG_BYTES, archive_id=manifest.objects_id)
 
     async def aclose(self) -> None:
         """Stop every build; their uploads are aborted, nothing partial remains."""
@@ -125,3 +167,36 @@ class Streams:
             build.detach(finish=False)
             build.tee.drop("shutting down")
         await asyncio.gather(*(b.wait() for b in builds), return_exceptions=True)
+
+
+class _Lessons:
+    """The CRCs one write learned, recorded in the object index once it ends."""
+
+    def __init__(self, runtime: Runtime, manifest: Manifest) -> None:
+        self._runtime = runtime
+        self._manifest = manifest
+        self._found: list[tuple[int, int]] = []
+
+    def learned(self, index: int, crc: int) -> None:
+        self._found.append((index, crc))
+
+    async def record(self) -> None:
+        if not self._found:
+            return
+        entries = self._manifest.entries
+        keys = [
+            Known(entries[i].ref, entries[i].etag, crc) for i, crc in self._found if entries[i].kind == "key"
+        ]
+        urls = [
+            Known(entries[i].ref, entries[i].etag, crc) for i, crc in self._found if entries[i].kind == "url"
+        ]
+        self._found = []
+        index = self._runtime.index
+        await index.record(self._runtime.source_id, keys)
+        await index.record(URL_SOURCE_ID, [fact for fact in urls if fact.validator])
+        # The day listings carry the CRCs: listed again, their next archive has them all.
+        for day in sorted({d for fact in keys if (d := day_of_key(fact.key)) is not None}):
+            try:
+                await self._runtime.listings.bump(day)
+            except DependencyUnavailable as exc:
+                logger.warning("learned CRCs of %s, but could not refresh its listing: %s", day, exc.message)

@@ -17,6 +17,7 @@ PURE_STDLIB = {
     "__future__",
     "base64",
     "binascii",
+    "bisect",
     "collections",
     "collections.abc",
     "dataclasses",

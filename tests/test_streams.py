@@ -88,7 +88,9 @@ async def test_a_client_leaving_while_the_upload_is_created_releases_the_build_l
 class CrashingSource(MemorySource):
     """A source whose reads fail with an error that is not one of ours (a bug below)."""
 
-    async def read(self, key: str, *, offset: int = 0, etag: str = "") -> AsyncIterator[bytes]:
+    async def read(
+        self, key: str, *, offset: int = 0, etag: str = "", length: int | None = None
+    ) -> AsyncIterator[bytes]:
         yield b"x"
         raise RuntimeError("a bug in an adapter")
 
@@ -117,7 +119,9 @@ class GatedSource(MemorySource):
         self.closed = 0
         self.opened = 0
 
-    async def read(self, key: str, *, offset: int = 0, etag: str = "") -> AsyncIterator[bytes]:
+    async def read(
+        self, key: str, *, offset: int = 0, etag: str = "", length: int | None = None
+    ) -> AsyncIterator[bytes]:
         self.opened += 1
         try:
             yield self.objects[key][0][:1000]

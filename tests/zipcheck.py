@@ -1,5 +1,7 @@
 """Independent readers for the archives under test: Python's zipfile (CRC and a SHA-256 of
-every member), Info-ZIP `unzip -t`, 7-Zip `7z t` and libarchive `bsdtar -tf`.
+every member), Info-ZIP `unzip -t`, 7-Zip `7z t`, libarchive `bsdtar -tf`, and
+`stream-unzip`, which reads local headers only (as Java's ZipInputStream and macOS
+Archive Utility effectively do) and so opens only archives without data descriptors.
 
 Archives are never compared with bytes saved earlier: each reader must accept the file
 and zipfile must find exactly the expected members with exactly the expected content.
@@ -11,7 +13,7 @@ import hashlib
 import shutil
 import subprocess
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 TOOLS = ("unzip", "7z", "bsdtar")
@@ -49,6 +51,33 @@ def check_with_tools(path: Path, count: int) -> None:
     assert len(bsdtar.stdout.splitlines()) == count
 
 
+def descriptor_flags(path: Path) -> list[bool]:
+    """For each member, whether its local header defers CRC and sizes to a descriptor."""
+    with zipfile.ZipFile(path) as archive:
+        return [bool(info.flag_bits & 0x08) for info in archive.infolist()]
+
+
+def check_streaming(path: Path, expected: Mapping[str, str]) -> None:
+    """Read the archive front to back from local headers alone, checking every member."""
+    from stream_unzip import stream_unzip
+
+    def chunks() -> Iterator[bytes]:
+        with path.open("rb") as handle:
+            while block := handle.read(65536):
+                yield block
+
+    seen: dict[str, str] = {}
+    for name, _, members in stream_unzip(chunks()):
+        digest = hashlib.sha256()
+        for block in members:
+            digest.update(block)
+        seen[name.decode("utf-8")] = digest.hexdigest()
+    assert seen == dict(expected)
+
+
 def check_archive(path: Path, expected: Mapping[str, str]) -> None:
+    """Every reader; the streaming one too when no member has a data descriptor."""
     check_with_zipfile(path, expected)
     check_with_tools(path, len(expected))
+    if not any(descriptor_flags(path)):
+        check_streaming(path, expected)

@@ -24,10 +24,12 @@ wall clock) and always writes data descriptors, hence this module.
 
 from __future__ import annotations
 
+import bisect
 import struct
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from service.constants import (
     DOS_EPOCH_YEAR,
@@ -98,6 +100,26 @@ def _extended_time(mtime: int) -> bytes:
     return b""
 
 
+#: What a stretch of archive bytes is: a member's local header, data or data descriptor,
+#: or the central directory with the end records.
+PieceKind = Literal["header", "data", "descriptor", "directory"]
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """Bytes `start` to `stop` (exclusive) of one record or member's data, relative to
+    that record's (or the data's, or the directory's) own first byte. `index` is the
+    member (-1 for the directory)."""
+
+    kind: PieceKind
+    index: int
+    start: int
+    stop: int
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+
 @dataclass(frozen=True, slots=True)
 class _Placed:
     """A member with its encoded name and its position in the archive."""
@@ -128,8 +150,15 @@ class Layout:
             placed.append(_Placed(member, name, offset, zip64, header, descriptor))
             offset += header + member.size + descriptor
         self._placed = placed
+        self._starts = [p.offset for p in placed]
         self.directory_offset = offset
-        self.directory_size = sum(self._central_size(p) for p in placed)
+        #: where each member's central record starts, relative to the directory
+        self._central_starts: list[int] = []
+        position = 0
+        for p in placed:
+            self._central_starts.append(position)
+            position += self._central_size(p)
+        self.directory_size = position
         self.end_size = _END.size + (_END64.size + _LOCATOR64.size if self._needs_end64() else 0)
         self.size = self.directory_offset + self.directory_size + self.end_size
 
@@ -144,6 +173,58 @@ class Layout:
         """Where member `index`'s data starts."""
         placed = self._placed[index]
         return placed.offset + placed.header_size
+
+    def has_crc_in_header(self, index: int) -> bool:
+        return self._placed[index].member.crc32 is not None
+
+    # -- byte windows ---------------------------------------------------------------------
+
+    def pieces(self, start: int, stop: int) -> list[Piece]:
+        """What archive bytes `start` to `stop` (exclusive) are made of, in order."""
+        if not 0 <= start <= stop <= self.size:
+            raise ValueError(f"window {start}-{stop} outside an archive of {self.size} bytes")
+        found: list[Piece] = []
+        first = max(bisect.bisect_right(self._starts, start) - 1, 0)
+        for index in range(first, len(self._placed)):
+            p = self._placed[index]
+            if p.offset >= stop:
+                break
+            data = p.offset + p.header_size
+            end = data + p.member.size
+            spans: tuple[tuple[PieceKind, int, int], ...] = (
+                ("header", p.offset, data),
+                ("data", data, end),
+                ("descriptor", end, end + p.descriptor_size),
+            )
+            for kind, lo, hi in spans:
+                a, b = max(lo, start), min(hi, stop)
+                if a < b:
+                    found.append(Piece(kind, index, a - lo, b - lo))
+        a, b = max(self.directory_offset, start), min(self.size, stop)
+        if a < b:
+            found.append(Piece("directory", -1, a - self.directory_offset, b - self.directory_offset))
+        return found
+
+    def directory_members(self, start: int, stop: int) -> range:
+        """The members whose central records hold bytes `start` to `stop` of the directory
+        (relative to its first byte)."""
+        if start >= min(stop, self.directory_size):
+            return range(0)
+        first = bisect.bisect_right(self._central_starts, start) - 1
+        last = bisect.bisect_left(self._central_starts, min(stop, self.directory_size))
+        return range(max(first, 0), last)
+
+    def directory_slice(self, start: int, stop: int, crc_of: Callable[[int], int]) -> bytes:
+        """Bytes `start` to `stop` of the central directory and end records (relative to
+        the directory's first byte); `crc_of(i)` is asked only for the members whose
+        records fall in the window."""
+        members = self.directory_members(start, stop)
+        base = self._central_starts[members.start] if members else self.directory_size
+        parts = [self._central_record(self._placed[i], crc_of(i)) for i in members]
+        if stop > self.directory_size:
+            parts.append(self._end_records())
+        blob = b"".join(parts)
+        return blob[start - base : stop - base]
 
     # -- records --------------------------------------------------------------------------
 

@@ -59,13 +59,16 @@ class Manifest:
 
     @cached_property
     def archive_id(self) -> str:
-        canonical = {
-            "format": ARCHIVE_FORMAT_VERSION,
-            "source": self.source,
-            "entries": [e.canonical() for e in self.entries],
-        }
-        blob = json.dumps(canonical, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        return hashlib.sha256(blob).hexdigest()[:ARCHIVE_ID_HEX_CHARS]
+        """Names these exact bytes (the ETag): the objects and every CRC known in advance,
+        which decides the layout (data descriptors or not)."""
+        return _digest("bytes", self.source, [e.canonical() for e in self.entries])
+
+    @cached_property
+    def objects_id(self) -> str:
+        """Names the objects under their names, whatever CRCs were known: learning a CRC
+        changes the bytes (a new `archive_id`), not this. The cache and jobs are keyed by
+        it, so an archive is built once per set of objects, not once per layout."""
+        return _digest("objects", self.source, [e.canonical()[:-1] for e in self.entries])
 
     @cached_property
     def layout(self) -> Layout:
@@ -107,6 +110,12 @@ class Manifest:
             # Written by another format version: its id would not match the bytes we make.
             raise ValueError("manifest was written by another format version")
         return manifest
+
+
+def _digest(kind: str, source: str, entries: list[list[Any]]) -> str:
+    canonical = {"format": ARCHIVE_FORMAT_VERSION, "kind": kind, "source": source, "entries": entries}
+    blob = json.dumps(canonical, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()[:ARCHIVE_ID_HEX_CHARS]
 
 
 def is_archive_id(text: str) -> bool:

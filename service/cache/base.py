@@ -1,6 +1,9 @@
 """What a cache of finished archives offers, whatever holds it.
 
-Cache objects are content-addressed and immutable: `<cache prefix>/<archive id>.zip`. The
+Cache objects are content-addressed and immutable: `<cache prefix>/<objects id>.zip`,
+keyed by the objects (`Manifest.objects_id`), holding the layout they were first built in
+(its `archive_id` is recorded with them and is their ETag), so learning CRCs later never
+costs a second build. The
 truth about "is it cached?" is the store itself; a short positive memo sits in front (an
 archive never disappears within its lifetime rules), never a negative one. A new object
 is written through a `CacheWriter` and becomes visible only on `commit`, which refuses any
@@ -26,6 +29,8 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class CachedArchive:
+    objects_id: str
+    #: the layout it holds: its ETag
     archive_id: str
     size: int
 
@@ -35,6 +40,7 @@ class CacheEntry:
     """What a writer records beside the bytes, so a cached archive answers like the live
     stream did (the same `ETag` and `Last-Modified`) and downloads under its name."""
 
+    objects_id: str
     archive_id: str
     size: int
     filename: str
@@ -55,8 +61,8 @@ class CacheWriter(Protocol):
 
 
 class ArchiveCache(Protocol):
-    async def lookup(self, archive_id: str) -> CachedArchive | None:
-        """The cached archive, or None. `CacheMisconfigured` when access is refused,
+    async def lookup(self, objects_id: str) -> CachedArchive | None:
+        """The cached archive of these objects, or None. `CacheMisconfigured` when access is refused,
         `DependencyUnavailable` when the store cannot be asked."""
         ...
 
@@ -64,12 +70,12 @@ class ArchiveCache(Protocol):
         """A writer for a new cache object; `CacheWriteFailed` if none can be started."""
         ...
 
-    async def url(self, archive_id: str, filename: str, *, base_url: str, method: str = "GET") -> str:
+    async def url(self, objects_id: str, filename: str, *, base_url: str, method: str = "GET") -> str:
         """Where a client downloads the cached archive (stable within a time window), for
         a `GET` or a `HEAD` request."""
         ...
 
-    async def served_file(self, archive_id: str) -> Path | None:
+    async def served_file(self, objects_id: str) -> tuple[Path, CachedArchive] | None:
         """The file of a cached archive that this process serves itself (a folder cache),
         or None: not cached, or the cache is served by someone else (S3, the edge)."""
         ...
@@ -95,9 +101,9 @@ class PositiveMemo:
         # timeout=None: otherwise every lookup of this dict runs in asyncio.wait_for.
         self._cache = SimpleMemoryCache(timeout=None)
 
-    async def get(self, archive_id: str) -> CachedArchive | None:
-        found: CachedArchive | None = await self._cache.get(archive_id)
+    async def get(self, objects_id: str) -> CachedArchive | None:
+        found: CachedArchive | None = await self._cache.get(objects_id)
         return found
 
     async def remember(self, found: CachedArchive) -> None:
-        await self._cache.set(found.archive_id, found, ttl=CACHE_POSITIVE_MEMO_S)
+        await self._cache.set(found.objects_id, found, ttl=CACHE_POSITIVE_MEMO_S)

@@ -1,15 +1,17 @@
 """Cache objects in a folder: the embedded default, served by the service itself.
 
-`<dir>/<archive id>.zip`, written to a temp file and published with `link()` (which fails
-if the name exists: the first writer wins, atomically). The file's mtime is set to the
-newest member's, so the service answers a cached download with the `Last-Modified` the
-live stream sent.
+`<dir>/<objects id>.zip`, written to a temp file and published with `link()` (which fails
+if the name exists: the first writer wins, atomically), beside `<objects id>.json` naming
+the layout it holds (its archive id, the ETag) and its download name; the JSON is written
+first, so a published archive always has one. The file's mtime is set to the newest
+member's, so a cached download answers with the `Last-Modified` the live stream sent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -24,7 +26,8 @@ from service.exceptions import CacheWriteFailed, DependencyUnavailable
 class FolderCacheWriter:
     def __init__(self, directory: Path, entry: CacheEntry) -> None:
         self._directory = directory
-        self._final = directory / f"{entry.archive_id}.zip"
+        self._final = directory / f"{entry.objects_id}.zip"
+        self._record = directory / f"{entry.objects_id}.json"
         self._entry = entry
         self._written = 0
         self._buffer = bytearray()
@@ -76,6 +79,8 @@ class FolderCacheWriter:
                 self._handle.close()
                 mtime = self._entry.last_modified
                 os.utime(self._tmp, (mtime, mtime))
+                if not self._final.exists():
+                    _write_record(self._record, self._entry)
                 try:
                     os.link(self._tmp, self._final)  # fails if it exists: first writer wins
                     return True
@@ -108,32 +113,49 @@ class FolderCacheWriter:
         await settle(asyncio.to_thread(discard))
 
 
+def _write_record(path: Path, entry: CacheEntry) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".record-", suffix=".json")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump({"archive_id": entry.archive_id, "filename": entry.filename}, handle)
+    os.replace(tmp, path)
+
+
 class FolderArchiveCache:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
-    def path(self, archive_id: str) -> Path:
-        return self.directory / f"{archive_id}.zip"
+    def path(self, objects_id: str) -> Path:
+        return self.directory / f"{objects_id}.zip"
 
-    async def lookup(self, archive_id: str) -> CachedArchive | None:
+    def _lookup_sync(self, objects_id: str) -> CachedArchive | None:
         try:
-            st = await asyncio.to_thread(self.path(archive_id).stat)
+            st = self.path(objects_id).stat()
         except FileNotFoundError:
             return None
+        try:
+            record = json.loads((self.directory / f"{objects_id}.json").read_text(encoding="utf-8"))
+            layout = str(record["archive_id"])
+        except (OSError, ValueError, KeyError, TypeError):
+            layout = objects_id  # written by hand, or its record lost: still the bytes
+        return CachedArchive(objects_id, layout, st.st_size)
+
+    async def lookup(self, objects_id: str) -> CachedArchive | None:
+        try:
+            return await asyncio.to_thread(self._lookup_sync, objects_id)
         except OSError as exc:
             raise DependencyUnavailable(f"cache folder: {exc.strerror}") from exc
-        return CachedArchive(archive_id, st.st_size)
 
     async def writer(self, entry: CacheEntry) -> CacheWriter:
         writer = FolderCacheWriter(self.directory, entry)
         await writer.start()
         return writer
 
-    async def url(self, archive_id: str, filename: str, *, base_url: str, method: str = "GET") -> str:
-        return f"{base_url.rstrip('/')}/v1/cache/{archive_id}.zip?filename={quote(filename)}"
+    async def url(self, objects_id: str, filename: str, *, base_url: str, method: str = "GET") -> str:
+        return f"{base_url.rstrip('/')}/v1/cache/{objects_id}.zip?filename={quote(filename)}"
 
-    async def served_file(self, archive_id: str) -> Path | None:
-        return self.path(archive_id) if await self.lookup(archive_id) is not None else None
+    async def served_file(self, objects_id: str) -> tuple[Path, CachedArchive] | None:
+        found = await self.lookup(objects_id)
+        return None if found is None else (self.path(objects_id), found)
 
     async def check(self) -> None:
         def writable() -> bool:

@@ -23,9 +23,10 @@ class MemoryCacheWriter:
         if len(self.data) != self.entry.size:
             self.aborted = True
             raise CacheWriteFailed(f"wrote {len(self.data)} bytes, promised {self.entry.size}")
-        if self.entry.archive_id in self.cache.objects:
+        if self.entry.objects_id in self.cache.objects:
             return False
-        self.cache.objects[self.entry.archive_id] = bytes(self.data)
+        self.cache.objects[self.entry.objects_id] = bytes(self.data)
+        self.cache.layouts[self.entry.objects_id] = self.entry.archive_id
         return True
 
     async def abort(self) -> None:
@@ -35,21 +36,24 @@ class MemoryCacheWriter:
 @dataclass
 class MemoryArchiveCache:
     objects: dict[str, bytes] = field(default_factory=dict)
+    layouts: dict[str, str] = field(default_factory=dict)
     writers: list[MemoryCacheWriter] = field(default_factory=list)
 
-    async def lookup(self, archive_id: str) -> CachedArchive | None:
-        data = self.objects.get(archive_id)
-        return None if data is None else CachedArchive(archive_id, len(data))
+    async def lookup(self, objects_id: str) -> CachedArchive | None:
+        data = self.objects.get(objects_id)
+        if data is None:
+            return None
+        return CachedArchive(objects_id, self.layouts.get(objects_id, objects_id), len(data))
 
     async def writer(self, entry: CacheEntry) -> CacheWriter:
         writer = MemoryCacheWriter(self, entry)
         self.writers.append(writer)
         return writer
 
-    async def url(self, archive_id: str, filename: str, *, base_url: str, method: str = "GET") -> str:
-        return f"memory://{archive_id}.zip"
+    async def url(self, objects_id: str, filename: str, *, base_url: str, method: str = "GET") -> str:
+        return f"memory://{objects_id}.zip"
 
-    async def served_file(self, archive_id: str) -> Path | None:
+    async def served_file(self, objects_id: str) -> tuple[Path, CachedArchive] | None:
         return None
 
     async def check(self) -> None:

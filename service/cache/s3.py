@@ -230,15 +230,15 @@ class S3ArchiveCache:
         self._signing = signing
         self._memo = PositiveMemo()
 
-    def key(self, archive_id: str) -> str:
-        return f"{self._prefix}{archive_id}.zip"
+    def key(self, objects_id: str) -> str:
+        return f"{self._prefix}{objects_id}.zip"
 
-    async def lookup(self, archive_id: str) -> CachedArchive | None:
-        found = await self._memo.get(archive_id)
+    async def lookup(self, objects_id: str) -> CachedArchive | None:
+        found = await self._memo.get(objects_id)
         if found is not None:
             return found
         try:
-            head = await self._s3.client.head_object(Bucket=self._bucket, Key=self.key(archive_id))
+            head = await self._s3.client.head_object(Bucket=self._bucket, Key=self.key(objects_id))
         except ClientError as exc:
             kind = classify_client_error(exc)
             if kind is S3Error.NOT_FOUND:
@@ -250,16 +250,17 @@ class S3ArchiveCache:
             raise DependencyUnavailable(f"cache lookup: {describe(exc)}") from exc
         except (BotoCoreError, *TRANSPORT_ERRORS) as exc:
             raise DependencyUnavailable(f"cache lookup: {describe(exc)}") from exc
-        found = CachedArchive(archive_id, int(head["ContentLength"]))
+        layout = str(head.get("Metadata", {}).get(META_ARCHIVE_ID, "")) or objects_id
+        found = CachedArchive(objects_id, layout, int(head["ContentLength"]))
         await self._memo.remember(found)
         return found
 
     async def writer(self, entry: CacheEntry) -> CacheWriter:
-        writer = S3CacheWriter(self._s3, bucket=self._bucket, key=self.key(entry.archive_id), entry=entry)
+        writer = S3CacheWriter(self._s3, bucket=self._bucket, key=self.key(entry.objects_id), entry=entry)
         await writer.start()
         return writer
 
-    async def url(self, archive_id: str, filename: str, *, base_url: str, method: str = "GET") -> str:
+    async def url(self, objects_id: str, filename: str, *, base_url: str, method: str = "GET") -> str:
         signing = self._signing
         config = self._s3.config
         # Through the edge (a public URL) HEAD is fetched upstream as a GET
@@ -269,7 +270,7 @@ class S3ArchiveCache:
         return presign_get(
             origin=config.origin,
             bucket=self._bucket,
-            key=self.key(archive_id),
+            key=self.key(objects_id),
             credentials=await self._s3.credentials.current(),
             region=config.signing_region,
             window_s=signing.window_s,
@@ -280,7 +281,7 @@ class S3ArchiveCache:
             method=signed_method,
         )
 
-    async def served_file(self, archive_id: str) -> Path | None:
+    async def served_file(self, objects_id: str) -> tuple[Path, CachedArchive] | None:
         return None  # S3 (or the edge in front of it) serves cache objects
 
     async def check(self) -> None:

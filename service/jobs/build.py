@@ -52,7 +52,7 @@ class ArchiveBuilder:
         if cache is None:
             return False
         try:
-            return await cache.lookup(manifest.archive_id) is not None
+            return await cache.lookup(manifest.objects_id) is not None
         except (CacheError, DependencyUnavailable) as exc:
             raise BuildFailed(exc.message, retryable=_retryable(exc)) from exc
 
@@ -68,7 +68,7 @@ class ArchiveBuilder:
                 progress.bytes_done, progress.entries_done = progress.bytes_total, progress.entries_total
                 await report(progress)
                 return
-            lease = await self._runtime.lock.try_acquire(manifest.archive_id)
+            lease = await self._runtime.lock.try_acquire(manifest.objects_id)
             if lease is not None:
                 break
             # A stream (or another worker) is building it: wait for its result, or its lock.

@@ -43,7 +43,7 @@ class LocalJobQueue:
         self._jobs: dict[str, _LocalJob] = {}
 
     async def submit(self, manifest: Manifest, caller: Caller = UNAUTHENTICATED) -> JobView:
-        job_id = job_id_for(manifest.archive_id, caller.sub)
+        job_id = job_id_for(manifest.objects_id, caller.sub)
         existing = self._jobs.get(job_id)
         if existing is not None and not existing.view.status.terminal:
             return existing.view
@@ -63,6 +63,7 @@ class LocalJobQueue:
             created_at=now,
             updated_at=now,
             archive_id=manifest.archive_id,
+            objects_id=manifest.objects_id,
             owner=caller.sub,
             client=client,
         )

@@ -144,6 +144,7 @@ def _view(job: Job) -> JobView:
     return JobView(
         id=job.key,
         archive_id=str(job.kwargs.get("archive_id", job.key)) if job.kwargs else job.key,
+        objects_id=str(meta.get("objects_id", job.key)),
         owner=str(meta.get("owner", "")),
         client=str(meta.get("client", "")),
         status=status,
@@ -180,7 +181,7 @@ class SaqJobQueue:
 
     async def submit(self, manifest: Manifest, caller: Caller = UNAUTHENTICATED) -> JobView:
         settings = self._settings
-        job_id = job_id_for(manifest.archive_id, caller.sub)
+        job_id = job_id_for(manifest.objects_id, caller.sub)  # one job per set of objects and owner
         client = caller.client_id
         try:
             existing = await self.queue.job(job_id)
@@ -207,6 +208,7 @@ class SaqJobQueue:
                 "bytes_total": manifest.size,
                 "entries_total": len(manifest.entries),
                 "created_at": time.time(),
+                "objects_id": manifest.objects_id,
                 "owner": caller.sub,
                 "client": client,
             },

@@ -38,6 +38,9 @@ from service.constants import (
     LISTING_SETTLED_REDIS_TTL_S,
 )
 from service.exceptions import DependencyUnavailable, SourceUnavailable
+from service.index import ObjectIndex
+from service.index.memory import MemoryObjectIndex
+from service.listing.direct import list_with_crcs
 from service.listing.keys import (
     OFFLINE,
     day_of_key,
@@ -79,9 +82,13 @@ class DayListingCache:
         redis: aioredis.Redis | None = None,
         now: Callable[[], datetime] = _utcnow,
         local_max_objects: int = LISTING_LOCAL_MAX_OBJECTS,
+        index: ObjectIndex | None = None,
     ) -> None:
         self.source = source
         self.source_id = source_id
+        #: CRCs are looked up when a day is listed and cached with it; `bump` the day when
+        #: new ones are learned (see `Streams`)
+        self.index = index or MemoryObjectIndex()
         self.stats = ListingStats()
         self._redis = redis
         self._now = now
@@ -290,7 +297,7 @@ class DayListingCache:
         later request finds it either in flight or in the tier, never in neither."""
         async with semaphore:
             self.stats.source_lists += 1
-            objects = tuple(await self.source.list(item.prefix))
+            objects = await list_with_crcs(self.source, self.index, self.source_id, item.prefix)
         now = self._clock()
         local_ttl, _ = self._ttls(item, now)
         await self._local.put(item.key, objects, local_ttl, now)
@@ -326,7 +333,7 @@ class DayListingCache:
                     raise
             async with semaphore:
                 self.stats.source_lists += 1
-                return tuple(await self.source.list(prefixes[i]))
+                return await list_with_crcs(self.source, self.index, self.source_id, prefixes[i])
 
         try:
             async with asyncio.TaskGroup() as group:

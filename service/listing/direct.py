@@ -13,7 +13,26 @@ from datetime import date
 from typing import Protocol
 
 from service.constants import LIST_CONCURRENCY
+from service.index import ObjectIndex
+from service.index.memory import MemoryObjectIndex
 from service.sources.base import ObjectInfo, Source
+
+
+async def list_with_crcs(
+    source: Source, index: ObjectIndex, source_id: str, prefix: str
+) -> tuple[ObjectInfo, ...]:
+    """One prefix's objects, each with the CRC-32 the index knows for it (one batched
+    lookup): what lets an archive of them carry every CRC in its local headers."""
+    objects = await source.list(prefix)
+    unknown = [i for i, o in enumerate(objects) if o.crc32 is None]
+    if not unknown:
+        return tuple(objects)
+    crcs = await index.lookup(source_id, [(objects[i].key, objects[i].etag) for i in unknown])
+    for i, crc in zip(unknown, crcs, strict=True):
+        if crc is not None:
+            o = objects[i]
+            objects[i] = ObjectInfo(o.key, o.size, o.etag, o.mtime, crc)
+    return tuple(objects)
 
 
 class Listings(Protocol):
@@ -40,15 +59,17 @@ class DirectListings:
 
     stable = False
 
-    def __init__(self, source: Source) -> None:
+    def __init__(self, source: Source, *, source_id: str = "", index: ObjectIndex | None = None) -> None:
         self.source = source
+        self.source_id = source_id
+        self.index = index or MemoryObjectIndex()
 
     async def list_days(self, prefixes: Sequence[str]) -> list[tuple[ObjectInfo, ...]]:
         semaphore = asyncio.Semaphore(LIST_CONCURRENCY)
 
         async def one(prefix: str) -> tuple[ObjectInfo, ...]:
             async with semaphore:
-                return tuple(await self.source.list(prefix))
+                return await list_with_crcs(self.source, self.index, self.source_id, prefix)
 
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(one(prefix)) for prefix in prefixes]

@@ -43,11 +43,14 @@ class Reader(Protocol):
         """Size and validators of one object; `ObjectNotFound` if it does not exist."""
         ...
 
-    def read(self, key: str, *, offset: int = 0, etag: str = "") -> AsyncIterator[bytes]:
-        """The object's bytes from `offset` to the end, in chunks of at most
-        `constants.READ_CHUNK_BYTES`. With a non-empty `etag`, raise `ObjectChanged` if the
-        object no longer has it. Errors surface while iterating; callers close the
-        iterator (`contextlib.aclosing`) so an abandoned read frees its connection."""
+    def read(
+        self, key: str, *, offset: int = 0, etag: str = "", length: int | None = None
+    ) -> AsyncIterator[bytes]:
+        """The object's bytes from `offset` to the end (or `length` bytes of them), in
+        chunks of at most `constants.READ_CHUNK_BYTES`. With a non-empty `etag`, raise
+        `ObjectChanged` if the object no longer has it. Errors surface while iterating;
+        callers close the iterator (`contextlib.aclosing`) so an abandoned read frees its
+        connection."""
         ...
 
     async def aclose(self) -> None:

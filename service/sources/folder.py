@@ -100,7 +100,7 @@ class FolderSource:
     async def stat(self, key: str) -> ObjectInfo:
         return await asyncio.to_thread(self._stat_sync, key)
 
-    def _open_sync(self, key: str, offset: int, etag: str) -> tuple[BinaryIO, bytes]:
+    def _open_sync(self, key: str, offset: int, etag: str, first: int) -> tuple[BinaryIO, bytes]:
         try:
             path = self._path(key)
             handle = path.open("rb")
@@ -112,13 +112,17 @@ class FolderSource:
             if etag and _etag(os.fstat(handle.fileno())) != etag:
                 raise ObjectChanged(f"object {key!r} changed since the archive was listed")
             handle.seek(offset)
-            return handle, handle.read(READ_CHUNK_BYTES)
+            return handle, handle.read(first)
         except BaseException:
             handle.close()
             raise
 
-    async def read(self, key: str, *, offset: int = 0, etag: str = "") -> AsyncIterator[bytes]:
-        opening = asyncio.ensure_future(asyncio.to_thread(self._open_sync, key, offset, etag))
+    async def read(
+        self, key: str, *, offset: int = 0, etag: str = "", length: int | None = None
+    ) -> AsyncIterator[bytes]:
+        left = -1 if length is None else length  # -1: to the end
+        first = READ_CHUNK_BYTES if left < 0 else min(READ_CHUNK_BYTES, left)
+        opening = asyncio.ensure_future(asyncio.to_thread(self._open_sync, key, offset, etag, first))
         try:
             handle, chunk = await asyncio.shield(opening)
         except asyncio.CancelledError:
@@ -128,8 +132,13 @@ class FolderSource:
         try:
             while chunk:
                 yield chunk
+                if left >= 0:
+                    left -= len(chunk)
+                    if left <= 0:
+                        return
+                want = READ_CHUNK_BYTES if left < 0 else min(READ_CHUNK_BYTES, left)
                 try:
-                    chunk = await asyncio.to_thread(handle.read, READ_CHUNK_BYTES)
+                    chunk = await asyncio.to_thread(handle.read, want)
                 except OSError as exc:
                     raise SourceUnavailable(f"cannot read {key!r}: {exc.strerror}") from exc
         finally:

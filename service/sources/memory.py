@@ -55,7 +55,9 @@ class MemorySource:
             raise ObjectNotFound(f"no object {key!r}")
         return self._info(key)
 
-    async def read(self, key: str, *, offset: int = 0, etag: str = "") -> AsyncIterator[bytes]:
+    async def read(
+        self, key: str, *, offset: int = 0, etag: str = "", length: int | None = None
+    ) -> AsyncIterator[bytes]:
         self.read_count += 1
         self.opened_offsets.append((key, offset))
         if key not in self.objects:
@@ -63,6 +65,8 @@ class MemorySource:
         if etag and self._info(key).etag != etag:
             raise ObjectChanged(f"object {key!r} changed")
         data = self.objects[key][0]
+        if length is not None:
+            data = data[: offset + length]
         fault = self._faults.get(key)
         position = offset
         while position < len(data):

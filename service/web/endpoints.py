@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from pathlib import Path
 from urllib.parse import urlencode
 
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -16,7 +17,7 @@ from service.archive.manifest import Manifest, is_archive_id
 from service.archive.names import content_disposition
 from service.archive.selection import parse_date_range
 from service.constants import IMMUTABLE_CACHE_CONTROL, READINESS_DEADLINE_S, RETRY_AFTER_UNAVAILABLE_S
-from service.downloads import Deferred, NotModified, Outcome, Redirect, Stream
+from service.downloads import CachedFile, Deferred, NotModified, Outcome, Redirect, Stream
 from service.exceptions import InvalidParameter, UnknownArchive
 from service.metrics import JOBS_QUEUED, render
 from service.quotas import Slot
@@ -60,14 +61,21 @@ async def answer(request: Request, manifest: Manifest) -> Response:
             status_code=302,
             headers={"ETag": outcome.etag, "Cache-Control": "no-store"},
         )
+    if isinstance(outcome, CachedFile):
+        return _cached_file(outcome.path, outcome.headers)
     if isinstance(outcome, Deferred):
         return await job_accepted(request, outcome)
     assert isinstance(outcome, Stream)
-    response = ArchiveResponse(outcome.body, headers=outcome.headers)
+    response = ArchiveResponse(outcome.body, headers=outcome.headers, status_code=outcome.status)
     if request.method == "HEAD":
         return response
     slot = await services(request).quotas.stream_slot(caller.client_id)
     return _Holding(response, slot)
+
+
+def _cached_file(path: Path, headers: dict[str, str]) -> Response:
+    """A cache file, with Range and If-Range (Starlette's FileResponse), under our ETag."""
+    return FileResponse(path, media_type="application/zip", headers=headers)
 
 
 async def zip_range(request: Request) -> Response:
@@ -113,19 +121,21 @@ async def get_archive(request: Request) -> Response:
 async def cached_archive(request: Request) -> Response:
     """A finished archive from a cache this process serves itself (the embedded default's
     folder), with Range (resumable), immutable, under the name the redirect asked for."""
-    archive_id = request.path_params["archive_id"]
+    objects_id = request.path_params["archive_id"]
     cache = services(request).runtime.cache
-    path = await cache.served_file(archive_id) if cache is not None and is_archive_id(archive_id) else None
-    if path is None:
-        raise UnknownArchive(f"no cached archive {archive_id!r}")
-    filename = request.query_params.get("filename") or f"{archive_id}.zip"
-    response = FileResponse(
-        path,
-        media_type="application/zip",
-        headers={"ETag": f'"{archive_id}"', "Cache-Control": IMMUTABLE_CACHE_CONTROL},
-    )
-    response.headers["Content-Disposition"] = content_disposition(filename)
-    return response
+    served = await cache.served_file(objects_id) if cache is not None and is_archive_id(objects_id) else None
+    if served is None:
+        raise UnknownArchive(f"no cached archive {objects_id!r}")
+    path, cached = served
+    filename = request.query_params.get("filename") or f"{objects_id}.zip"
+    headers = {
+        "ETag": f'"{cached.archive_id}"',
+        "Cache-Control": IMMUTABLE_CACHE_CONTROL,
+        "Content-Disposition": content_disposition(filename),
+    }
+    if request.headers.get("if-none-match", "").strip() == headers["ETag"]:
+        return Response(status_code=304, headers={"ETag": headers["ETag"]})
+    return _cached_file(path, headers)
 
 
 async def metrics(request: Request) -> Response:

@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse, Response
 from service.constants import RETRY_AFTER_UNAVAILABLE_S
 from service.exceptions import (
     DependencyUnavailable,
+    RangeNotSatisfiable,
     RateLimited,
     SourceUnavailable,
     Unauthorized,
@@ -32,6 +33,8 @@ def _headers(exc: ZipedgeError) -> dict[str, str] | None:
         return {"Retry-After": str(RETRY_AFTER_UNAVAILABLE_S)}
     if isinstance(exc, Unauthorized):
         return {"WWW-Authenticate": 'Bearer realm="zipedge", error="invalid_token"'}
+    if isinstance(exc, RangeNotSatisfiable):
+        return {"Content-Range": f"bytes */{exc.size}", "Accept-Ranges": "bytes"}
     return None
 
 

@@ -43,7 +43,7 @@ async def job_json(request: Request, view: JobView) -> dict[str, Any]:
     doc["events_url"] = str(request.url_for("job_events", job_id=view.id))
     if view.status is JobStatus.READY:
         url = await services(request).downloads.cached_url(
-            view.archive, view.filename, base_url=str(request.base_url)
+            view.objects, view.filename, base_url=str(request.base_url)
         )
         if url is not None:
             doc["download_url"] = sign_local(request, url)

@@ -150,3 +150,56 @@ def test_negative_size_is_refused() -> None:
 def test_central_directory_needs_one_crc_per_member() -> None:
     with pytest.raises(ValueError):
         list(Layout([Member("x", 0, MTIME)]).central_directory([]))
+
+
+def render(layout: Layout, start: int, stop: int, datas: list[bytes]) -> bytes:
+    """Archive bytes start..stop made from `pieces` alone, as a ranged answer is made."""
+    crcs = [zlib.crc32(d) for d in datas]
+    out = bytearray()
+    for piece in layout.pieces(start, stop):
+        if piece.kind == "header":
+            out += layout.local_header(piece.index)[piece.start : piece.stop]
+        elif piece.kind == "data":
+            out += datas[piece.index][piece.start : piece.stop]
+        elif piece.kind == "descriptor":
+            out += layout.data_descriptor(piece.index, crcs[piece.index])[piece.start : piece.stop]
+        else:
+            asked: list[int] = []
+
+            def crc_of(i: int, asked: list[int] = asked) -> int:
+                asked.append(i)
+                return crcs[i]
+
+            out += layout.directory_slice(piece.start, piece.stop, crc_of)
+            assert set(asked) == set(layout.directory_members(piece.start, piece.stop))
+    return bytes(out)
+
+
+@pytest.mark.parametrize("known_crc", [False, True], ids=["descriptor", "crc-in-header"])
+def test_any_window_is_made_of_its_pieces(known_crc: bool) -> None:
+    import random
+
+    rng = random.Random(7)
+    datas = [os.urandom(rng.choice([0, 1, 17, 300, 5000])) for _ in range(40)]
+    members = [
+        Member(f"2025/01/05/P{i:03d}.jpg", len(d), MTIME, zlib.crc32(d) if known_crc else None)
+        for i, d in enumerate(datas)
+    ]
+    layout = Layout(members)
+    whole = build(members, datas)
+    size = len(whole)
+    windows = [(0, 1), (size - 1, size), (0, size), (layout.directory_offset, size)]
+    windows += [(layout.offset(i) + 3, layout.data_offset(i) + 1) for i in (0, 5, 39)]  # in a header
+    windows += [(layout.directory_offset + 10, layout.directory_offset + 500), (size - 30, size - 5)]
+    windows += [tuple(sorted(rng.sample(range(size + 1), 2))) for _ in range(300)]  # type: ignore[misc]
+    for start, stop in windows:
+        assert render(layout, start, stop, datas) == whole[start:stop], (start, stop)
+
+
+def test_a_window_in_the_directory_needs_only_its_members_crcs() -> None:
+    members = [Member(f"m{i:04d}.bin", 10, MTIME) for i in range(1000)]
+    layout = Layout(members)
+    window = layout.pieces(layout.size - 200, layout.size)
+    assert [p.kind for p in window] == ["directory"]
+    needed = layout.directory_members(window[0].start, window[0].stop)
+    assert 0 < len(needed) <= 4 and needed.stop == 1000  # the last few records, not all 1000

@@ -100,20 +100,26 @@ async def test_stream_then_redirect_to_a_stable_presigned_url(
             first = await client.get("/v1/zip", params=RANGE)
             assert first.status_code == 200
             await settle(app.state.services.streams)
-            archive_id = first.headers["etag"].strip('"')
-            assert await stack.cache_keys() == [f"archives/{archive_id}.zip"]
+            keys = await stack.cache_keys()
+            assert len(keys) == 1 and keys[0].startswith("archives/") and keys[0].endswith(".zip")
+            objects_id = keys[0].removeprefix("archives/").removesuffix(".zip")
             assert await stack.uploads_in_progress() == []
+            cached = await stack.client.head_object(Bucket=stack.cache_bucket, Key=keys[0])
+            # Keyed by the objects, labelled with the layout the stream sent (its ETag).
+            assert cached["Metadata"]["zipedge-archive-id"] == first.headers["etag"].strip('"')
+            assert cached["Metadata"]["zipedge-last-modified"] == first.headers["last-modified"]
 
             second = await client.get("/v1/zip", params=RANGE)
             third = await client.get("/v1/zip", params=RANGE)
             head = await client.head("/v1/zip", params=RANGE)
     assert second.status_code == third.status_code == head.status_code == 302
+    assert second.headers["etag"] == first.headers["etag"]  # the cached bytes are the first's
     location = second.headers["location"]
     assert location == third.headers["location"]  # byte-identical
     head_location = head.headers["location"]
     assert head_location != location  # straight to S3, a HEAD needs a URL signed for HEAD
     assert location.startswith(
-        f"{stack.seaweedfs.endpoint_url}/{stack.cache_bucket}/archives/{archive_id}.zip?"
+        f"{stack.seaweedfs.endpoint_url}/{stack.cache_bucket}/archives/{objects_id}.zip?"
     )
 
     async with httpx.AsyncClient(timeout=60) as plain:  # no credentials: the URL is the key

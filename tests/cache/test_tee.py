@@ -19,7 +19,7 @@ ID = "0123456789abcdef0123456789abcdef"
 async def tee_for(cache: MemoryArchiveCache, lock: LocalBuildLock, size: int, max_lag: int = 1 << 20) -> Tee:
     lease = await lock.try_acquire(ID)
     assert lease is not None
-    writer = await cache.writer(CacheEntry(ID, size, "a.zip", 0))
+    writer = await cache.writer(CacheEntry(ID, ID, size, "a.zip", 0))
     return Tee(writer, lease, max_lag=max_lag, archive_id=ID)
 
 

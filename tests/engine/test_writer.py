@@ -14,7 +14,7 @@ import pytest
 from service.archive.manifest import Candidate, Entry, Manifest, build_manifest
 from service.constants import READ_CHUNK_BYTES
 from service.exceptions import StreamAborted
-from service.prefetch import Prefetcher
+from service.prefetch import Prefetcher, Span
 from service.sources.memory import MemorySource
 from service.writer import Progress, write_archive
 from tests.zipcheck import sha256
@@ -27,8 +27,9 @@ async def manifest_of(source: MemorySource) -> Manifest:
 
 
 def opener(source: MemorySource):  # type: ignore[no-untyped-def]
-    def open_(entry: Entry, offset: int) -> AsyncIterator[bytes]:
-        return source.read(entry.ref, offset=offset, etag=entry.etag)
+    def open_(entry: Entry, offset: int, stop: int | None = None) -> AsyncIterator[bytes]:
+        length = None if stop is None else stop - offset
+        return source.read(entry.ref, offset=offset, etag=entry.etag, length=length)
 
     return open_
 
@@ -84,7 +85,9 @@ async def read_slowly(sizes: dict[str, int], *, budget: int) -> Prefetcher:
     for key, size in sizes.items():
         source.put(key, os.urandom(size))
     manifest = await manifest_of(source)
-    async with Prefetcher(manifest.entries, opener(source), concurrency=8, budget=budget) as prefetcher:
+    async with Prefetcher(
+        [Span.whole(e) for e in manifest.entries], opener(source), concurrency=8, budget=budget
+    ) as prefetcher:
         for index in range(len(manifest.entries)):
             async for _ in prefetcher.chunks(index):
                 await asyncio.sleep(0)
@@ -169,6 +172,8 @@ async def test_leaving_early_cancels_every_fetch(source: MemorySource) -> None:
 
 async def test_consuming_out_of_order_is_a_bug(source: MemorySource) -> None:
     manifest = await manifest_of(source)
-    async with Prefetcher(manifest.entries, opener(source), concurrency=2, budget=READ_CHUNK_BYTES) as p:
+    async with Prefetcher(
+        [Span.whole(e) for e in manifest.entries], opener(source), concurrency=2, budget=READ_CHUNK_BYTES
+    ) as p:
         with pytest.raises(RuntimeError):
             await anext(p.chunks(1))

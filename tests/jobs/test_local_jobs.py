@@ -72,7 +72,9 @@ def test_over_the_limit_becomes_a_job_then_a_cached_download(
         assert done["bytes_done"] == done["bytes_total"] and done["entries_done"] == 12
         archive = client.get(str(done["download_url"]))
         assert archive.status_code == 200
-        assert client.get("/v1/zip", params=BIG).status_code == 302  # now cached
+        cached = client.get("/v1/zip", params=BIG)  # now cached: served from the cache folder
+        assert cached.status_code == 200 and cached.headers["x-archive-cache"] == "hit"
+        assert cached.content == archive.content
         listed = client.get("/v1/jobs").json()["jobs"]
         assert [j["id"] for j in listed] == [job["id"]]
     path = tmp_path / "job.zip"

@@ -16,7 +16,7 @@ from service.app import create_app
 from service.settings import Settings
 from service.streams import Streams
 from tests.servers import serve
-from tests.zipcheck import check_archive, sha256
+from tests.zipcheck import check_archive, descriptor_flags, sha256
 
 DAYS = ["2025/01/01", "2025/01/02", "2025/01/03"]
 
@@ -75,7 +75,7 @@ def test_date_range_streams_a_valid_archive(service: Service, tmp_path: Path) ->
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/zip"
     assert int(response.headers["content-length"]) == len(response.content)
-    assert response.headers["etag"].strip('"') and response.headers["accept-ranges"] == "none"
+    assert response.headers["etag"].strip('"') and response.headers["accept-ranges"] == "bytes"
     assert "filename*=UTF-8''photos-2025-01-01_2025-01-03.zip" in response.headers["content-disposition"]
     path = tmp_path / "range.zip"
     path.write_bytes(response.content)
@@ -103,15 +103,30 @@ def test_head_and_conditional_get(service: Service) -> None:
         assert again.status_code == 304 and again.content == b""
 
 
-def test_same_selection_same_bytes_and_a_change_gives_a_new_id(service: Service) -> None:
+def test_the_first_stream_learns_every_crc_then_the_bytes_stay_the_same(
+    service: Service, tmp_path: Path
+) -> None:
+    """The first archive of a day has a data descriptor after each member (no CRC was
+    known); writing it taught the object index every CRC, so the next one has them all in
+    its local headers, opens in streaming readers, and is the same bytes every time after;
+    a changed day gives a new id."""
     params = {"from": "2025-01-01", "to": "2025-01-01"}
     with service.client() as client:
         first = client.get("/v1/zip", params=params)
         second = client.get("/v1/zip", params=params)
-        assert first.content == second.content and first.headers["etag"] == second.headers["etag"]
-        (service.root / DAYS[0] / "new.jpg").write_bytes(b"new photo")
         third = client.get("/v1/zip", params=params)
-    assert third.headers["etag"] != first.headers["etag"]
+        (service.root / DAYS[0] / "new.jpg").write_bytes(b"new photo")
+        fourth = client.get("/v1/zip", params=params)
+    keys = sorted(k for k in service.files if k.startswith(DAYS[0]))
+    paths = []
+    for n, response in enumerate((first, second)):
+        paths.append(tmp_path / f"{n}.zip")
+        paths[-1].write_bytes(response.content)
+        check_archive(paths[-1], expected(service.files, keys))
+    assert all(descriptor_flags(paths[0])) and not any(descriptor_flags(paths[1]))
+    assert second.headers["etag"] != first.headers["etag"]
+    assert second.content == third.content and second.headers["etag"] == third.headers["etag"]
+    assert fourth.headers["etag"] not in (first.headers["etag"], second.headers["etag"])
 
 
 def test_posted_archive_with_names_and_duplicates(service: Service, tmp_path: Path) -> None:
