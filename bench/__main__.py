@@ -11,7 +11,9 @@ Starts SeaweedFS in a temp dir and uploads the datasets, then, by part (`--only`
 * redirects, edge: a cached 30-day range, redirect latency and requests/s against a
   trivial Starlette redirect; edge HIT throughput against nginx serving the same file;
 * jobs: POST /v1/jobs -> ready against streaming the same bytes; jobs/minute with one and
-  two workers.
+  two workers;
+* identity: redirects/s and a cold stream with authentication and rate limiting on, against
+  the same service with them off (bench/identity.py).
 
 Prints a table per part and writes var/bench/results.json. Exits non-zero only if the run
 broke (a process failed, or the service sent something other than a complete valid
@@ -40,7 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import cached, ceiling, jobs, profile
+from bench import cached, ceiling, identity, jobs, profile
 from bench.dataset import Content, Dataset, standard_datasets, upload_dataset
 from bench.report import (
     Check,
@@ -64,7 +66,7 @@ from bench.stream import CLIENTS, BenchError, Client, StreamSession, archive_dir
 
 MiB = 1024 * 1024
 FALLBACK_PREFETCH_BYTES = 32 * MiB
-PARTS = ("streams", "redirects", "edge", "jobs")
+PARTS = ("streams", "redirects", "edge", "jobs", "identity")
 TTFB_MEANING = {
     "curl": "curl's time_starttransfer (request start -> first response byte; the service sends its "
     "headers once the selection is resolved)",
@@ -349,6 +351,7 @@ class Results:
     redirects: cached.RedirectResult | None = None
     edge: cached.EdgeResult | None = None
     jobs: jobs.JobsResult | None = None
+    identity: identity.IdentityResult | None = None
 
     @property
     def broken(self) -> bool:
@@ -358,6 +361,7 @@ class Results:
             or (self.redirects is not None and self.redirects.error is not None)
             or (self.edge is not None and self.edge.error is not None)
             or (self.jobs is not None and bool(self.jobs.errors))
+            or (self.identity is not None and self.identity.error is not None)
         )
 
 
@@ -398,6 +402,8 @@ def wanted_datasets(args: argparse.Namespace, datasets: dict[str, Dataset]) -> l
         wanted.append(datasets["cached"])
     if "jobs" in args.only:
         wanted.append(datasets["jobs"])
+    if "identity" in args.only:
+        wanted += [d for d in (datasets["cached"], datasets["small"]) if d not in wanted]
     return wanted
 
 
@@ -494,6 +500,19 @@ async def measure_all(
                 archives=archives,
                 log=log,
             )
+        if "identity" in args.only:
+            log("identity: authentication and rate limiting, on against off")
+            res.identity = await identity.measure(
+                direct,
+                datasets["cached"],
+                datasets["small"],
+                env,
+                wrk_settings(args),
+                reps=args.reps,
+                logs=logs,
+                tmp=tmp,
+                log=log,
+            )
     return res
 
 
@@ -541,6 +560,8 @@ def report(
         part_checks = jobs_checks(res.jobs)
         all_checks += part_checks
         sections.append(render_jobs(res.jobs, part_checks, args.client))
+    if res.identity is not None:
+        sections.append(identity.render(res.identity, wrk_line, standard_datasets(args.quick)["small"]))
     sections.append(
         f"load average at start {meta['load_avg_at_start'][0]:.2f}, at end {meta['load_avg_at_end'][0]:.2f} "
         f"on {meta['cpus']} CPUs; total {meta['elapsed_s']} s. Logs in {logs}."
@@ -563,7 +584,15 @@ async def run(args: argparse.Namespace) -> int:
     meta["elapsed_s"] = round(time.monotonic() - _t0, 1)
     all_checks = report(args, meta, res, env, logs)
     write_json(
-        args.out, meta, res.rows, res.huge, all_checks, redirects=res.redirects, edge=res.edge, jobs=res.jobs
+        args.out,
+        meta,
+        res.rows,
+        res.huge,
+        all_checks,
+        redirects=res.redirects,
+        edge=res.edge,
+        jobs=res.jobs,
+        identity=res.identity.as_dict() if res.identity else None,
     )
     print(f"\nresults: {args.out}")
     return 1 if res.broken else 0

@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 
 from service.archive.manifest import Candidate, Entry, Manifest, build_manifest, is_archive_id
+from service.constants import ARCHIVE_FORMAT_VERSION
 
 E = Entry(
     "2025/01/05/MH12AB1234-083015.jpg", "key", "2025/01/05/MH12AB1234-083015.jpg", 204800, "abc", 1736065815
@@ -57,7 +58,9 @@ def test_json_round_trip() -> None:
 
 
 def test_json_from_another_format_is_refused() -> None:
-    blob = manifest(E).to_json().replace(b'"format":1', b'"format":99')
+    current = f'"format":{ARCHIVE_FORMAT_VERSION}'.encode()
+    assert current in manifest(E).to_json()
+    blob = manifest(E).to_json().replace(current, b'"format":99')
     with pytest.raises(ValueError):
         Manifest.from_json(blob)
 
