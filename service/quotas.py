@@ -4,9 +4,14 @@ A client is `Caller.client_id`: a token's `sub`, else the client address. Rate l
 (ZIPEDGE_RATE_LIMITS, one per action) are the `limits` library's moving windows, kept in
 Redis when ZIPEDGE_REDIS_URL is set (every process counts together) and in memory
 otherwise; over a limit is `RateLimited` with the seconds until the window lets one more
-through. Live streams (ZIPEDGE_MAX_STREAMS_PER_CLIENT) are slots: in Redis a sorted set per
-client whose members expire unless their process renews them, so a crashed process gives
-its slots back within `STREAM_SLOT_TTL_S`.
+through. With Redis, a client that keeps a process busy takes its hits in small batches
+(leases: at most a tenth of the limit, as many as it used in the last interval, kept
+`LIMITER_LEASE_S`), so a burst costs one Redis call per batch instead of one per request,
+while a client asking now and then is counted exactly.
+
+Live streams (ZIPEDGE_MAX_STREAMS_PER_CLIENT) are slots: in Redis a sorted set per client
+whose members expire unless their process renews them, so a crashed process gives its
+slots back within `STREAM_SLOT_TTL_S`.
 
 The quotas of unfinished jobs and stored archives live with what they count
 (`service/jobs/`, `service/manifests.py`).
@@ -23,6 +28,7 @@ import contextlib
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from limits import RateLimitItem, parse
@@ -33,6 +39,9 @@ from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
 from service.constants import (
+    LIMITER_LEASE_FRACTION,
+    LIMITER_LEASE_MAX,
+    LIMITER_LEASE_S,
     LIMITER_RETRY_AFTER_S,
     RETRY_AFTER_BUSY_S,
     STREAM_SLOT_TTL_S,
@@ -70,10 +79,22 @@ return 0
 
 _STORAGE_ERRORS = (RedisError, OSError, StorageError)
 
+#: Leases remembered before the stale ones are dropped (count; a few bytes each).
+LEASES_KEPT = 10_000
+
 
 def _storage_uri(redis_url: str) -> str:
     scheme, _, rest = redis_url.partition("://")
     return f"async+{'redis+unix' if scheme == 'unix' else scheme}://{rest}"
+
+
+@dataclass(slots=True)
+class _Lease:
+    """Hits of one (action, client) taken from the shared window, not used yet."""
+
+    batch: int  #: hits taken
+    until: float  #: monotonic
+    used: int = 1  #: hits served from it
 
 
 class Slot:
@@ -110,6 +131,7 @@ class Quotas:
         self._storage = storage
         self._limiter = MovingWindowRateLimiter(storage)
         self._skip_until = 0.0
+        self._leases: dict[tuple[str, str], _Lease] | None = {} if redis is not None else None
         # Live streams: counts here without Redis; with Redis, the slots this process renews.
         self._counts: dict[str, int] = {}
         self._held: dict[str, Slot] = {}
@@ -125,10 +147,30 @@ class Quotas:
     async def hit(self, action: str, client: str) -> None:
         """Count one `action` of `client`; `RateLimited` when over its limit."""
         item = self._items.get(action)
-        if item is None or time.monotonic() < self._skip_until:
+        now = time.monotonic()
+        if item is None or now < self._skip_until:
             return
+        lease = self._leases.get((action, client)) if self._leases is not None else None
+        if lease is not None and now < lease.until and lease.used < lease.batch:
+            lease.used += 1
+            return
+        batch = 1
+        if lease is not None:
+            # Used up in time: twice as many next; else as many as were used, if recent.
+            wanted = (
+                2 * lease.batch
+                if now < lease.until
+                else lease.used
+                if now < lease.until + LIMITER_LEASE_S
+                else 1
+            )
+            batch = max(1, min(wanted, item.amount // LIMITER_LEASE_FRACTION, LIMITER_LEASE_MAX))
         try:
-            if await self._limiter.hit(item, action, client):
+            taken = await self._limiter.hit(item, action, client, cost=batch)
+            if not taken and batch > 1:  # room for this one, not for a batch
+                taken, batch = await self._limiter.hit(item, action, client), 1
+            if taken:
+                self._lease(action, client, batch, now)
                 return
             stats = await self._limiter.get_window_stats(item, action, client)
         except _STORAGE_ERRORS as exc:
@@ -138,6 +180,15 @@ class Quotas:
             f"more than {item.amount} {action} requests per {_per(item)}: try again later",
             retry_after=stats.reset_time - time.time(),
         )
+
+    def _lease(self, action: str, client: str, batch: int, now: float) -> None:
+        leases = self._leases
+        if leases is None:
+            return
+        if len(leases) > LEASES_KEPT:
+            for key in [k for k, v in leases.items() if v.until + LIMITER_LEASE_S < now]:
+                del leases[key]
+        leases[action, client] = _Lease(batch, now + LIMITER_LEASE_S)
 
     def _storage_failed(self, exc: BaseException) -> None:
         self._skip_until = time.monotonic() + LIMITER_RETRY_AFTER_S

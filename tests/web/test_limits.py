@@ -212,3 +212,25 @@ def test_a_limiter_without_redis_counts_in_process(tmp_path: Path) -> None:
     with serve(create_app(settings)) as url, httpx.Client(base_url=url) as client:
         assert [client.head("/v1/zip", params=DAY).status_code for _ in range(2)] == [200, 200]
         assert_limited(client.head("/v1/zip", params=DAY), 60)
+
+
+def test_leases_never_let_a_client_past_its_limit(tmp_path: Path, flushed: RedisServer) -> None:
+    # 50 a minute: a busy client's hits are taken in batches (at most 5) by each process;
+    # together they grant 50 at most, and unused batch hits are the only shortfall.
+    with two_services(tmp_path, flushed, ZIPEDGE_RATE_LIMITS="download=50/minute", ZIPEDGE_CACHE="") as (
+        a,
+        b,
+    ):
+        granted, refused = 0, set()
+        with httpx.Client(headers=bearer("alice"), timeout=30) as alice:
+            for i in range(200):
+                url = (a, b)[(i // 7) % 2]  # bursts to one process, then the other
+                status = alice.head(f"{url}/v1/zip", params=DAY).status_code
+                if status == 200:
+                    granted += 1
+                else:
+                    assert status == 429
+                    refused.add(url)
+                if refused == {a, b}:
+                    break
+    assert 50 - 2 * 5 <= granted <= 50
