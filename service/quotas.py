@@ -132,6 +132,7 @@ class Quotas:
         self._limiter = MovingWindowRateLimiter(storage)
         self._skip_until = 0.0
         self._leases: dict[tuple[str, str], _Lease] | None = {} if redis is not None else None
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         # Live streams: counts here without Redis; with Redis, the slots this process renews.
         self._counts: dict[str, int] = {}
         self._held: dict[str, Slot] = {}
@@ -147,48 +148,66 @@ class Quotas:
     async def hit(self, action: str, client: str) -> None:
         """Count one `action` of `client`; `RateLimited` when over its limit."""
         item = self._items.get(action)
-        now = time.monotonic()
-        if item is None or now < self._skip_until:
+        if item is None or time.monotonic() < self._skip_until:
             return
-        lease = self._leases.get((action, client)) if self._leases is not None else None
-        if lease is not None and now < lease.until and lease.used < lease.batch:
-            lease.used += 1
+        if self._leases is None:  # in memory: every hit counted where it happens
+            await self._take(item, action, client, 1)
             return
-        batch = 1
-        if lease is not None:
-            # Used up in time: twice as many next; else as many as were used, if recent.
-            wanted = (
-                2 * lease.batch
-                if now < lease.until
-                else lease.used
-                if now < lease.until + LIMITER_LEASE_S
-                else 1
-            )
-            batch = max(1, min(wanted, item.amount // LIMITER_LEASE_FRACTION, LIMITER_LEASE_MAX))
-        try:
-            taken = await self._limiter.hit(item, action, client, cost=batch)
-            if not taken and batch > 1:  # room for this one, not for a batch
-                taken, batch = await self._limiter.hit(item, action, client), 1
-            if taken:
-                self._lease(action, client, batch, now)
+        key = (action, client)
+        if self._use_lease(key):
+            return
+        # One refill at a time per client: its concurrent requests share the batch.
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            if self._use_lease(key):
                 return
+            now = time.monotonic()
+            lease = self._leases.get(key)
+            batch = 1
+            if lease is not None:
+                # Used up in time: twice as many next; else as many as were used, if recent.
+                recent = now < lease.until + LIMITER_LEASE_S
+                wanted = 2 * lease.batch if now < lease.until else lease.used if recent else 1
+                batch = max(1, min(wanted, item.amount // LIMITER_LEASE_FRACTION, LIMITER_LEASE_MAX))
+            taken = await self._take(item, action, client, batch)
+            if taken:
+                self._lease(key, taken, now)
+
+    def _use_lease(self, key: tuple[str, str]) -> bool:
+        assert self._leases is not None
+        lease = self._leases.get(key)
+        if lease is None or lease.used >= lease.batch or time.monotonic() >= lease.until:
+            return False
+        lease.used += 1
+        return True
+
+    async def _take(self, item: RateLimitItem, action: str, client: str, batch: int) -> int:
+        """Take `batch` hits (or, if only that fits, one) from the window: how many were
+        taken (0: the storage failed, let it through); `RateLimited` when none fits."""
+        try:
+            if await self._limiter.hit(item, action, client, cost=batch):
+                return batch
+            if batch > 1 and await self._limiter.hit(item, action, client):
+                return 1  # room for this one, not for a batch
             stats = await self._limiter.get_window_stats(item, action, client)
         except _STORAGE_ERRORS as exc:
             self._storage_failed(exc)
-            return
+            return 0
         raise RateLimited(
             f"more than {item.amount} {action} requests per {_per(item)}: try again later",
             retry_after=stats.reset_time - time.time(),
         )
 
-    def _lease(self, action: str, client: str, batch: int, now: float) -> None:
+    def _lease(self, key: tuple[str, str], batch: int, now: float) -> None:
         leases = self._leases
-        if leases is None:
-            return
+        assert leases is not None
         if len(leases) > LEASES_KEPT:
-            for key in [k for k, v in leases.items() if v.until + LIMITER_LEASE_S < now]:
-                del leases[key]
-        leases[action, client] = _Lease(batch, now + LIMITER_LEASE_S)
+            for stale in [k for k, v in leases.items() if v.until + LIMITER_LEASE_S < now]:
+                del leases[stale]
+                lock = self._locks.get(stale)
+                if lock is not None and not lock.locked():
+                    del self._locks[stale]
+        leases[key] = _Lease(batch, now + LIMITER_LEASE_S)
 
     def _storage_failed(self, exc: BaseException) -> None:
         self._skip_until = time.monotonic() + LIMITER_RETRY_AFTER_S

@@ -37,6 +37,7 @@ _PROTECTED_PREFIXES = ("/v1/",)
 _PROTECTED_PATHS = frozenset({"/metrics"})
 
 
+@functools.lru_cache(maxsize=4)
 def link_signer(auth: AuthSettings) -> LinkSigner | None:
     """The signer of download links, or None where links are not signed (no auth)."""
     if not auth.enabled:
@@ -148,8 +149,10 @@ def sign_local(request: Request, url: str) -> str:
     """A URL of this service's own that a browser follows without our header (the folder
     cache's `/v1/cache/…`), signed for the caller when authentication is on."""
     signer = link_signer(services(request).runtime.settings.auth)
+    if signer is None or "/v1/cache/" not in url:
+        return url  # presigned S3 URLs (the usual redirect) need nothing
     parts = urlsplit(url)
-    if signer is None or not parts.path.startswith("/v1/cache/"):
+    if not parts.path.startswith("/v1/cache/"):
         return url
     link = signer.sign(parts.path, parse_qsl(parts.query, keep_blank_values=True), caller_of(request).sub)
     return urlunsplit(parts._replace(query=link.query))
