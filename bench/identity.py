@@ -14,8 +14,9 @@ stream) and is polled with HEAD until 302; then `wrk` with the mode's header on 
 (every answer a 302, checked on /metrics), off and on alternately, `ROUNDS` times each:
 the best run of each mode is the figure (other load on a shared machine only ever slows a
 run down), and the service's CPU per request over all its runs is shown beside it. Cold
-stream: the small dataset from a service without a cache, median of `reps` streams after a
-warm-up. The goal: redirects with identity on at least 0.8 × off.
+streams: the small dataset from two services without a cache, side by side, a warm-up each
+and then `reps` streams each, alternately; the median of each mode. The goal: redirects
+with identity on at least 0.8 × off.
 """
 
 from __future__ import annotations
@@ -157,18 +158,33 @@ async def _redirects(
         res.cpu_ms_per_redirect[mode] = cpu[mode] * 1000 / sent
 
 
-async def _cold_stream(
-    ep: S3Endpoint, ds: Dataset, env: dict[str, str], mode: str, reps: int, logs: Path
-) -> tuple[float, float]:
-    headers = mode_headers(mode)
-    no_cache = {**env, "ZIPEDGE_CACHE": ""}
-    async with ZipedgeServer(
-        ep, f"s3://{ep.bucket}/{ds.prefix}", logs / f"zipedge-identity-{mode}-stream.log", no_cache
-    ) as server:
-        url = f"{server.base_url}/v1/zip?{ds.query}"
-        await curl_stream_once(url, server.pid, headers=headers)  # warm-up
-        runs = [await curl_stream_once(url, server.pid, headers=headers) for _ in range(reps)]
-    return statistics.median(r.total_s for r in runs), statistics.median(r.ttfb_s for r in runs)
+async def _cold_streams(
+    ep: S3Endpoint,
+    ds: Dataset,
+    service_env: dict[str, dict[str, str]],
+    res: IdentityResult,
+    reps: int,
+    logs: Path,
+) -> None:
+    """Both services without a cache side by side; a warm-up each, then their streams
+    alternately, the median of each mode."""
+    runs: dict[str, list[tuple[float, float]]] = {mode: [] for mode in service_env}
+    async with contextlib.AsyncExitStack() as stack:
+        urls: dict[str, tuple[str, int]] = {}
+        for mode, env in service_env.items():
+            log_path = logs / f"zipedge-identity-{mode}-stream.log"
+            server = await stack.enter_async_context(
+                ZipedgeServer(ep, f"s3://{ep.bucket}/{ds.prefix}", log_path, {**env, "ZIPEDGE_CACHE": ""})
+            )
+            urls[mode] = (f"{server.base_url}/v1/zip?{ds.query}", server.pid)
+            await curl_stream_once(urls[mode][0], server.pid, headers=mode_headers(mode))  # warm-up
+        for _ in range(reps):
+            for mode, (url, pid) in urls.items():
+                run = await curl_stream_once(url, pid, headers=mode_headers(mode))
+                runs[mode].append((run.total_s, run.ttfb_s))
+    for mode, timed in runs.items():
+        res.stream_s[mode] = statistics.median(t for t, _ in timed)
+        res.stream_ttfb_s[mode] = statistics.median(t for _, t in timed)
 
 
 async def measure(
@@ -215,11 +231,8 @@ async def measure(
                     for mode in MODES
                 }
                 await _redirects(started, res, settings, logs)
-            for mode in MODES:
-                log(f"identity {mode}: cold streams")
-                res.stream_s[mode], res.stream_ttfb_s[mode] = await _cold_stream(
-                    ep, stream_ds, service_env[mode], mode, reps, logs
-                )
+            log(f"identity: cold streams, off and on alternately, {reps} each")
+            await _cold_streams(ep, stream_ds, service_env, res, reps, logs)
     except Exception as exc:  # recorded; the run goes on
         res.error = f"{type(exc).__name__}: {exc}"
         log(f"identity FAILED: {res.error}")
