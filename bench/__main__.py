@@ -11,10 +11,12 @@ Starts SeaweedFS in a temp dir and uploads the datasets, then, by part (`--only`
 * redirects, edge: a cached 30-day range, redirect latency and requests/s against a
   trivial Starlette redirect; edge HIT throughput against nginx serving the same file;
 * jobs: POST /v1/jobs -> ready against streaming the same bytes; jobs/minute with one and
-  two workers.
+  two workers;
 * uploads: presign + complete per second at one service process; 200 x 200 KiB photos
   through presigned PUTs against plain PUTs of the same bytes; complete -> in an archive
-  (bench/uploads.py).
+  (bench/uploads.py);
+* identity: redirects/s and a cold stream with authentication and rate limiting on, against
+  the same service with them off (bench/identity.py).
 
 Prints a table per part and writes var/bench/results.json. Exits non-zero only if the run
 broke (a process failed, or the service sent something other than a complete valid
@@ -43,7 +45,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import cached, ceiling, jobs, profile, uploads
+from bench import cached, ceiling, identity, jobs, profile, uploads
 from bench.dataset import Content, Dataset, standard_datasets, upload_dataset
 from bench.report import (
     Check,
@@ -67,7 +69,7 @@ from bench.stream import CLIENTS, BenchError, Client, StreamSession, archive_dir
 
 MiB = 1024 * 1024
 FALLBACK_PREFETCH_BYTES = 32 * MiB
-PARTS = ("streams", "redirects", "edge", "jobs", "uploads")
+PARTS = ("streams", "redirects", "edge", "jobs", "uploads", "identity")
 TTFB_MEANING = {
     "curl": "curl's time_starttransfer (request start -> first response byte; the service sends its "
     "headers once the selection is resolved)",
@@ -353,6 +355,7 @@ class Results:
     edge: cached.EdgeResult | None = None
     jobs: jobs.JobsResult | None = None
     uploads: uploads.UploadsResult | None = None
+    identity: identity.IdentityResult | None = None
 
     @property
     def broken(self) -> bool:
@@ -363,6 +366,7 @@ class Results:
             or (self.edge is not None and self.edge.error is not None)
             or (self.jobs is not None and bool(self.jobs.errors))
             or (self.uploads is not None and bool(self.uploads.errors))
+            or (self.identity is not None and self.identity.error is not None)
         )
 
 
@@ -403,6 +407,8 @@ def wanted_datasets(args: argparse.Namespace, datasets: dict[str, Dataset]) -> l
         wanted.append(datasets["cached"])
     if "jobs" in args.only:
         wanted.append(datasets["jobs"])
+    if "identity" in args.only:
+        wanted += [d for d in (datasets["cached"], datasets["small"]) if d not in wanted]
     return wanted
 
 
@@ -504,6 +510,20 @@ async def measure_all(
             log("uploads: presign, complete, presigned against plain PUTs, complete -> archive")
             res.uploads = await uploads.measure(direct, env, logs, log)
             meta["uploads"] = res.uploads.as_dict()
+
+        if "identity" in args.only:
+            log("identity: authentication and rate limiting, on against off")
+            res.identity = await identity.measure(
+                direct,
+                datasets["cached"],
+                datasets["small"],
+                env,
+                wrk_settings(args),
+                reps=args.reps,
+                logs=logs,
+                tmp=tmp,
+                log=log,
+            )
     return res
 
 
@@ -553,6 +573,8 @@ def report(
         sections.append(render_jobs(res.jobs, part_checks, args.client))
     if res.uploads is not None:
         sections.append(uploads.render_uploads(res.uploads))
+    if res.identity is not None:
+        sections.append(identity.render(res.identity, wrk_line, standard_datasets(args.quick)["small"]))
     sections.append(
         f"load average at start {meta['load_avg_at_start'][0]:.2f}, at end {meta['load_avg_at_end'][0]:.2f} "
         f"on {meta['cpus']} CPUs; total {meta['elapsed_s']} s. Logs in {logs}."
@@ -575,7 +597,15 @@ async def run(args: argparse.Namespace) -> int:
     meta["elapsed_s"] = round(time.monotonic() - _t0, 1)
     all_checks = report(args, meta, res, env, logs)
     write_json(
-        args.out, meta, res.rows, res.huge, all_checks, redirects=res.redirects, edge=res.edge, jobs=res.jobs
+        args.out,
+        meta,
+        res.rows,
+        res.huge,
+        all_checks,
+        redirects=res.redirects,
+        edge=res.edge,
+        jobs=res.jobs,
+        identity=res.identity.as_dict() if res.identity else None,
     )
     print(f"\nresults: {args.out}")
     return 1 if res.broken else 0

@@ -666,6 +666,7 @@ def write_json(
     redirects: RedirectResult | None = None,
     edge: EdgeResult | None = None,
     jobs: JobsResult | None = None,
+    identity: dict[str, Any] | None = None,
 ) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {
@@ -675,6 +676,7 @@ def write_json(
         "redirects": redirects.as_dict() if redirects else None,
         "edge": edge.as_dict() if edge else None,
         "jobs": jobs.as_dict() if jobs else None,
+        "identity": identity,
         "targets": [c.as_dict() for c in all_checks],
     }
     path.write_text(json.dumps(doc, indent=2) + "\n")

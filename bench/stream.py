@@ -350,6 +350,7 @@ async def curl_stream_once(
     pid: int,
     out_path: Path | None = None,
     server_pids: Mapping[str, int | None] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> StreamRun:
     """GET `url` with curl and time it; the body goes to `out_path` if given, else /dev/null.
     `server_pids`: the storage side's processes, CPU-metered like the service (`pid`)."""
@@ -361,7 +362,7 @@ async def curl_stream_once(
     samples: list[tuple[int, int]] = []
     stop = asyncio.Event()
     meter.start()
-    proc = await curl.spawn(curl.command(url, out_path))
+    proc = await curl.spawn(curl.command(url, out_path, headers=headers))
     progress = _CurlProgress(proc.pid)
     sampler = asyncio.create_task(_sample(tree, progress, samples, stop))
     try:

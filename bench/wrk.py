@@ -100,8 +100,10 @@ async def run(
     connections: int = 32,
     duration_s: float = 10.0,
     log: Path | None = None,
+    headers: dict[str, str] | None = None,
 ) -> WrkResult:
-    """`wrk -t -c -d --latency` on `url`; raises WrkError if any request failed."""
+    """`wrk -t -c -d --latency` on `url` (with `headers` on every request); raises
+    WrkError if any request failed."""
     cmd = [
         wrk_binary(),
         f"-t{threads}",
@@ -112,6 +114,7 @@ async def run(
         "--latency",
         "-s",
         str(SUMMARY_SCRIPT),
+        *(arg for name, value in (headers or {}).items() for arg in ("-H", f"{name}: {value}")),
         url,
     ]
     proc = await asyncio.create_subprocess_exec(

@@ -15,10 +15,12 @@ from service.downloads import Downloads
 from service.jobs.build import ArchiveBuilder
 from service.jobs.queue import JobQueue
 from service.metrics import MetricsMiddleware
+from service.quotas import Quotas
 from service.runtime import Runtime, open_runtime
 from service.settings import Settings
 from service.streams import Streams
 from service.uploads import Uploads, uploads_of
+from service.web.auth import AuthMiddleware
 from service.web.errors import exception_handlers
 from service.web.routes import routes
 
@@ -34,6 +36,7 @@ class Services:
     jobs: JobQueue
     streams: Streams
     uploads: Uploads
+    quotas: Quotas
 
 
 @contextlib.asynccontextmanager
@@ -50,7 +53,10 @@ async def open_jobs(runtime: Runtime, streams: Streams) -> AsyncIterator[JobQueu
 
         builder = ArchiveBuilder(runtime, streams)
         jobs = LocalJobQueue(
-            builder, concurrency=settings.worker_concurrency, retry_delay_s=settings.job_retry_delay_s
+            builder,
+            concurrency=settings.worker_concurrency,
+            retry_delay_s=settings.job_retry_delay_s,
+            max_per_client=settings.limits.max_jobs_per_client,
         )
     try:
         yield jobs
@@ -70,12 +76,15 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             from service.janitor import periodic_janitor
 
             await stack.enter_async_context(periodic_janitor(runtime, uploads))
+        quotas = Quotas(settings.limits, runtime.redis, redis_url=settings.redis_url)
+        stack.push_async_callback(quotas.aclose)
         yield Services(
             runtime=runtime,
             downloads=Downloads(runtime, streams, jobs),
             jobs=jobs,
             streams=streams,
             uploads=uploads,
+            quotas=quotas,
         )
 
 
@@ -95,6 +104,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     return Starlette(
         routes=routes,
         exception_handlers=exception_handlers,
-        middleware=[Middleware(MetricsMiddleware)],
+        # Outermost first: refused requests are counted too.
+        middleware=[Middleware(MetricsMiddleware), Middleware(AuthMiddleware, settings=settings)],
         lifespan=lifespan,
     )

@@ -9,6 +9,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from service import __version__
 from service.exceptions import ConfigError
@@ -37,8 +38,28 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         access_log=args.access_log,
         timeout_graceful_shutdown=10,
+        **server_limits(settings),
     )
     return 0
+
+
+def server_limits(settings: Settings) -> dict[str, Any]:
+    """What uvicorn refuses before the app sees a request. uvicorn has no timeout for
+    reading a request's headers: a slowloris client is cut by nginx in front
+    (`client_header_timeout`), and `limit_concurrency` keeps one process's sockets bounded
+    meanwhile. uvicorn's own refusals are plain text; behind nginx they become JSON."""
+    from service import constants
+
+    return {
+        # The header block h11 buffers (httptools, uvicorn's default parser when
+        # installed, stops at its own 80 KiB).
+        "h11_max_incomplete_event_size": constants.SERVER_MAX_HEADER_BYTES,
+        "limit_concurrency": constants.SERVER_MAX_CONCURRENCY,
+        "timeout_keep_alive": constants.SERVER_KEEP_ALIVE_S,
+        # uvicorn rewrites the client address from X-Forwarded-For only for the proxies
+        # the service trusts itself (ZIPEDGE_TRUSTED_PROXIES), so both agree.
+        "forwarded_allow_ips": [str(network) for network in settings.limits.trusted_proxies],
+    }
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -70,7 +70,9 @@ MANIFEST_INLINE_JSON_BYTES = 256 * KiB
 #: 2 KiB (older IE: 2083); anything longer is not a photo link.
 MAX_URL_CHARS = 2048
 
-#: Timeouts for HTTP origins (seconds). Read is per read, not per object.
+#: Timeouts for HTTP origins (seconds). Read is per read, not per object; the read timeout
+#: is the default of ZIPEDGE_HTTP_TIMEOUT_S (an origin resizing on the fly may take seconds
+#: for a first byte), and connecting never waits longer than the connect one.
 HTTP_CONNECT_TIMEOUT_S = 5.0
 HTTP_READ_TIMEOUT_S = 30.0
 
@@ -155,9 +157,17 @@ CACHE_DENIED_LOG_INTERVAL_S = 60.0
 #: cache write, no shared listing), not hang it.
 REDIS_SOCKET_TIMEOUT_S = 1.0
 
-#: How long a posted archive's manifest stays downloadable in Redis after its last POST
-#: (seconds).
-MANIFEST_REDIS_TTL_S = 30 * 24 * 3600
+#: How long a posted archive stays downloadable after its last POST (seconds): a week is
+#: long enough to share its link, short enough that abandoned manifests do not pile up.
+DEFAULT_MANIFEST_TTL_S = 7 * 24 * 3600
+
+#: Redis clients retry a command this many times on a dropped or timed-out connection
+#: (a pooled connection that Redis closed when it restarted fails on first use).
+REDIS_RETRIES = 1
+#: Backoff before that retry (seconds): long enough for a restarted Redis to accept, short
+#: enough that a Redis that is really down costs a request little more than its timeout.
+REDIS_RETRY_BACKOFF_BASE_S = 0.05
+REDIS_RETRY_BACKOFF_MAX_S = 0.5
 
 #: How long the layout a live stream served is remembered (seconds): a download resumed
 #: or fetched in parts within this gets the very bytes its first part came from.
@@ -178,6 +188,14 @@ RETRY_AFTER_UNAVAILABLE_S = 5
 #: /readyz probes every dependency concurrently and answers within this (seconds), naming
 #: the dependencies that did not answer in time.
 READINESS_DEADLINE_S = 2.0
+
+#: What uvicorn accepts before the app (`zipedge serve`): the largest request head h11
+#: buffers (bytes; a 100 KB query is refused), connections and requests one process
+#: serves at once (503 beyond: file descriptors and memory stay bounded whatever a flood
+#: does), and how long an idle keep-alive connection is kept (seconds).
+SERVER_MAX_HEADER_BYTES = 16 * KiB
+SERVER_MAX_CONCURRENCY = 2048
+SERVER_KEEP_ALIVE_S = 5
 
 # --- jobs --------------------------------------------------------------------------------
 
@@ -324,6 +342,68 @@ MAX_POST_BODY_BYTES = 32 * MiB
 #: Longest object key accepted (bytes, S3's limit) and longest member name (ZIP field).
 MAX_KEY_BYTES = 1024
 MAX_NAME_BYTES = 1024
+
+#: JSON bodies nested deeper than this are refused (400) before the decoder recurses: a
+#: posted archive is three levels deep ({"entries": [{...}]}).
+MAX_JSON_DEPTH = 32
+
+# --- identity, limits and quotas -----------------------------------------------------------
+
+#: Validity window of signed links (seconds; ZIPEDGE_LINK_TTL_S). `expires` is rounded up
+#: to the end of the next window, so a link is valid between one and two windows and
+#: every request within one window gets the byte-identical link.
+DEFAULT_LINK_TTL_S = 3600
+
+#: Shortest HMAC key accepted (bytes): below 256 bits a secret can be brute-forced from one
+#: token or link.
+MIN_SECRET_BYTES = 32
+
+#: Clock skew allowed between the token issuer and the service (seconds), for exp and nbf.
+JWT_LEEWAY_S = 30
+
+#: Verified tokens remembered per process (count), so a client's repeated requests cost a
+#: dict lookup, not a signature check (RS256/ES256 cost ~0.1 ms of CPU each).
+TOKEN_MEMO = 1024
+
+#: Concurrent live streams and unfinished jobs one client may hold (429 beyond).
+DEFAULT_MAX_STREAMS_PER_CLIENT = 4
+DEFAULT_MAX_JOBS_PER_CLIENT = 10
+
+#: Posted archives one client may keep stored at once, and their manifests' bytes together:
+#: 100 archives of the 100,000-entry maximum would be ~500 MB of Redis per client.
+DEFAULT_MAX_ARCHIVES_PER_CLIENT = 100
+DEFAULT_MAX_ARCHIVE_BYTES_PER_CLIENT = 64 * MiB
+
+#: Addresses whose X-Forwarded-For names the client (ZIPEDGE_TRUSTED_PROXIES): nginx on the
+#: same host.
+DEFAULT_TRUSTED_PROXIES = "127.0.0.1"
+
+#: A live-stream slot held in Redis lives this long without renewal (seconds), so a process
+#: that crashed gives its clients' slots back this fast; renewed every third of it.
+STREAM_SLOT_TTL_S = 30
+
+#: Retry-After for a client at its limit of concurrent streams or unfinished jobs (seconds):
+#: no clock says when one of them ends, so this is a polite guess, not a promise.
+RETRY_AFTER_BUSY_S = 10
+
+#: Rate-limit leases (with Redis): a busy client's hits are taken from the shared window in
+#: batches of as many as it used in the last interval, at most this fraction of its limit
+#: and this many, and kept this long (seconds). A burst then costs one Redis call per batch
+#: (a call is ~0.1 ms of CPU, a third of a redirect's); the hits a process took and did not
+#: use within the interval are counted all the same, so a client may be limited a little
+#: early, never late.
+LIMITER_LEASE_FRACTION = 10
+LIMITER_LEASE_MAX = 64
+LIMITER_LEASE_S = 1.0
+
+#: After the limiter's storage fails, requests pass unlimited for this long (seconds) rather
+#: than each waiting for a Redis timeout; logged at most once per interval.
+LIMITER_RETRY_AFTER_S = 5.0
+
+#: A posted archive's distinct keys are looked up through their day's (cached) listing
+#: instead of one HEAD each when a day holds at least this many of them: a listing page is
+#: 1,000 keys for one request, a HEAD one key for one request.
+POSTED_DAY_LISTING_MIN_KEYS = 16
 
 # --- ZIP format ----------------------------------------------------------------------------
 

@@ -38,7 +38,7 @@ from service.constants import CACHE_DENIED_LOG_INTERVAL_S, LAYOUTS_KEPT_ENTRIES,
 from service.exceptions import CacheMisconfigured, DependencyUnavailable, UnknownArchive
 from service.identity import UNAUTHENTICATED, Caller
 from service.jobs.model import JobView
-from service.jobs.queue import JobQueue
+from service.jobs.queue import JobQueue, job_id_for
 from service.metrics import CACHE_LOOKUPS, CACHE_MISCONFIGURED
 from service.resolver import Limits, Resolver
 from service.runtime import Runtime
@@ -124,15 +124,21 @@ class Downloads:
         return await self._resolver.date_range(selection)
 
     async def resolve_posted(self, body: Any, caller: Caller = UNAUTHENTICATED) -> Manifest:
-        """A `POST /v1/archives` body; the manifest is stored so its URL works anywhere."""
+        """A `POST /v1/archives` body; the manifest is stored so its URL works anywhere,
+        as the caller's (counted against its client's quota of stored archives)."""
         manifest = await self._resolver.posted(body)
-        await self._runtime.manifests.put(manifest)
+        await self._runtime.manifests.put(manifest, owner=caller)
         return manifest
 
-    async def stored(self, archive_id: str) -> Manifest:
-        """A posted archive, with the CRCs the index has learned since it was posted (a
-        new layout of the same objects: its own ETag)."""
-        manifest = await self._runtime.manifests.get(archive_id)
+    async def stored(self, archive_id: str, caller: Caller = UNAUTHENTICATED) -> Manifest:
+        """A posted archive, if the caller posted it (admin: any); `UnknownArchive`
+        otherwise, also when the id is right: ids are content hashes anyone can compute.
+        With the CRCs the index has learned since it was posted (a new layout of the same
+        objects: its own ETag)."""
+        manifests = self._runtime.manifests
+        if not caller.admin and not await manifests.owned_by(archive_id, caller.sub):
+            raise UnknownArchive(f"no archive {archive_id!r}")
+        manifest = await manifests.get(archive_id)
         known = await self._known_crcs(manifest)
         if all(crc == entry.crc32 for crc, entry in zip(known, manifest.entries, strict=True)):
             return manifest
@@ -177,8 +183,9 @@ class Downloads:
         settings = self._settings
         if manifest.size > settings.stream_max_bytes or len(manifest.entries) > settings.stream_max_entries:
             if method == "HEAD":
-                return Deferred(manifest.objects_id, None)
-            return Deferred(manifest.objects_id, await self._jobs.submit(manifest))
+                return Deferred(job_id_for(manifest.objects_id, caller.sub), None)
+            job = await self._jobs.submit(manifest, caller)
+            return Deferred(job.id, job)
         await self._remember_served(selection, manifest)
         return Stream(manifest, self._headers(manifest), lambda: self._streams.stream(manifest, tee=tee))
 

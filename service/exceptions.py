@@ -9,6 +9,8 @@ exc`), so no botocore, httpx or redis exception ever reaches a request handler.
   | - InvalidParameter      400  bad date, from after to, range too long, bad JSON
   | - InvalidKey            400  `..`, absolute, control characters, too long
   | - HostNotAllowed        400  URL entry outside ZIPEDGE_HTTP_ALLOW or to a private address
+  | - Unauthorized          401  no bearer token, or one that fails verification
+  | - Forbidden             403  a valid identity without the scope; a bad or expired link
   | - NothingSelected       404  the selection resolved to no object
   | - UnknownArchive        404  no manifest stored under that id
   | - UnknownJob            404  no job with that id
@@ -20,6 +22,7 @@ exc`), so no botocore, httpx or redis exception ever reaches a request handler.
   | - ObjectNotFound        404  a named key or URL does not exist
   | - TooLarge              413  over the hard entry or byte limits
   | - RangeNotSatisfiable   416  a Range wholly past the end of the archive
+  | - RateLimited           429  over a rate limit or a quota (`retry_after` seconds)
   + SourceError                  reading an object failed
   | - ObjectMissing              the object vanished after the manifest was made
   | - ObjectChanged              ETag or size differ from the manifest
@@ -33,6 +36,8 @@ exc`), so no botocore, httpx or redis exception ever reaches a request handler.
 """
 
 from __future__ import annotations
+
+import math
 
 
 class ZipedgeError(Exception):
@@ -70,6 +75,20 @@ class InvalidKey(RequestError):
 
 class HostNotAllowed(RequestError):
     code = "host_not_allowed"
+
+
+class Unauthorized(RequestError):
+    """No credentials, or credentials that do not verify: the client should authenticate."""
+
+    status_code = 401
+    code = "unauthorized"
+
+
+class Forbidden(RequestError):
+    """A verified identity that may not do this, or a signed link that is wrong or expired."""
+
+    status_code = 403
+    code = "forbidden"
 
 
 class NothingSelected(RequestError):
@@ -122,6 +141,18 @@ class ObjectNotFound(RequestError):
 class TooLarge(RequestError):
     status_code = 413
     code = "too_large"
+
+
+class RateLimited(RequestError):
+    """Over a per-client rate limit or quota; `retry_after` is when trying again can work
+    (whole seconds, at least 1)."""
+
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, math.ceil(retry_after))
 
 
 class RangeNotSatisfiable(RequestError):

@@ -3,7 +3,7 @@
 Two kinds, the same interface:
 
 * posted archives (`put`): `GET /v1/archives/{id}.zip` works after a restart (folder, the
-  embedded default) and from any process (Redis), for `MANIFEST_REDIS_TTL_S`;
+  embedded default) and from any process (Redis), for `ttl_s` after the last POST;
 * layouts served by a live stream (`serve`): the manifest under its archive id, and which
   archive id a selection (a date range, a posted archive) was last served as. A download
   resumed or split into ranges then gets exactly the bytes its first part came from, even
@@ -11,6 +11,10 @@ Two kinds, the same interface:
   fails honestly if one of its objects changed. Kept `SERVED_LAYOUT_TTL_S`.
 
 A manifest is immutable and content-addressed, so writes are idempotent and need no lock.
+Beside a posted one the store records who posted it (`owned_by`: an id is a content hash,
+so anyone who names the same objects can compute it; only its owners may use it), and
+counts each client's stored archives against a quota of count and bytes (`ManifestQuota`:
+429 beyond, with the time until its oldest one expires).
 """
 
 from __future__ import annotations
@@ -22,29 +26,61 @@ import os
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
 from service.archive.manifest import Manifest, is_archive_id
 from service.constants import (
+    DEFAULT_MANIFEST_TTL_S,
+    DEFAULT_MAX_ARCHIVE_BYTES_PER_CLIENT,
+    DEFAULT_MAX_ARCHIVES_PER_CLIENT,
     MANIFEST_INLINE_JSON_BYTES,
-    MANIFEST_REDIS_TTL_S,
     SERVED_LAYOUT_PRUNE_S,
     SERVED_LAYOUT_TTL_S,
 )
-from service.exceptions import DependencyUnavailable, UnknownArchive
+from service.exceptions import DependencyUnavailable, RateLimited, TooLarge, UnknownArchive
+from service.identity import Caller
 
-#: Redis key prefixes of stored manifests and of the layout each set of objects was served as.
+#: Redis key prefixes of stored manifests and of the layout each set of objects was served
+#: as; of the owners of posted ones, and of each client's stored archives (a sorted set of
+#: ids by expiry, and a hash of their sizes).
 REDIS_PREFIX = "zipedge:manifest:"
 REDIS_SERVED_PREFIX = "zipedge:served:"
+OWNERS_PREFIX = "zipedge:manifest-owners:"
+CLIENT_PREFIX = "zipedge:manifests:client:"
+SIZES_PREFIX = "zipedge:manifests:sizes:"
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestQuota:
+    max_count: int = DEFAULT_MAX_ARCHIVES_PER_CLIENT
+    max_bytes: int = DEFAULT_MAX_ARCHIVE_BYTES_PER_CLIENT
+    ttl_s: int = DEFAULT_MANIFEST_TTL_S
+
+    def refuse(self, wait_s: float) -> RateLimited:
+        return RateLimited(
+            f"at most {self.max_count} stored archives ({self.max_bytes} bytes of manifests) per "
+            "client: wait until older ones expire",
+            retry_after=wait_s,
+        )
+
+    def check_size(self, size: int) -> None:
+        if size > self.max_bytes:
+            raise TooLarge(f"the archive's manifest ({size} bytes) is over the {self.max_bytes}-byte quota")
 
 
 class ManifestStore(Protocol):
-    async def put(self, manifest: Manifest) -> None:
-        """Keep a posted archive's manifest."""
+    async def put(self, manifest: Manifest, owner: Caller | None = None) -> None:
+        """Keep a posted archive's manifest; with `owner`, record it as theirs and count it
+        against the quota of its client (`RateLimited` beyond). Without: a job's, for workers."""
+        ...
+
+    async def owned_by(self, archive_id: str, sub: str) -> bool:
+        """Whether `sub` posted this archive (and it has not expired)."""
         ...
 
     async def get(self, archive_id: str) -> Manifest:
@@ -104,14 +140,37 @@ def _write_atomically(path: Path, blob: bytes) -> None:
         raise
 
 
+@dataclass
+class _LocalQuota:
+    """The quota's books in this process (the folder store serves one node): per client,
+    {archive id: (expiry, size)}. They start empty after a restart."""
+
+    quota: ManifestQuota
+    clients: dict[str, dict[str, tuple[float, int]]] = field(default_factory=dict)
+
+    def claim(self, client: str, archive_id: str, size: int) -> None:
+        now = time.time()
+        held = {k: v for k, v in self.clients.get(client, {}).items() if v[0] > now}
+        if archive_id not in held and (
+            len(held) >= self.quota.max_count
+            or sum(s for _, s in held.values()) + size > self.quota.max_bytes
+        ):
+            raise self.quota.refuse(min(expiry for expiry, _ in held.values()) - now)
+        held[archive_id] = (now + self.quota.ttl_s, size)
+        self.clients[client] = held
+
+
 class FolderManifestStore:
     """One JSON file per manifest, written atomically (temp file + rename): posted ones
-    kept as long as the folder, served layouts under `layouts/` and `served/`, pruned
-    after `SERVED_LAYOUT_TTL_S`."""
+    with their owners in a file beside them, expired `ttl_s` after their file was last
+    written; served layouts under `layouts/` and `served/`, pruned after
+    `SERVED_LAYOUT_TTL_S`."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, quota: ManifestQuota | None = None) -> None:
         self.directory = directory
         self._pruned_at = 0.0
+        self._quota = quota or ManifestQuota()
+        self._books = _LocalQuota(self._quota)
 
     def _path(self, archive_id: str, kind: str = "") -> Path:
         base = self.directory / kind if kind else self.directory
@@ -121,14 +180,42 @@ class FolderManifestStore:
         name = _selection_id(selection)
         return self.directory / "served" / name[:2] / name
 
-    def _put_sync(self, path: Path, blob: bytes) -> None:
-        if not path.exists():
+    def _put_sync(self, path: Path, blob: bytes, owner: str | None) -> None:
+        if owner is not None:
+            owners = path.with_suffix(".owners")
+            if owner not in (owners.read_text().splitlines() if owners.exists() else []):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with owners.open("a") as handle:
+                    handle.write(owner + "\n")
+        if path.exists():
+            os.utime(path)  # posted again: kept for another ttl_s
+        else:
             _write_atomically(path, blob)
 
-    async def put(self, manifest: Manifest) -> None:
+    async def put(self, manifest: Manifest, owner: Caller | None = None) -> None:
         blob = await _encode(manifest)
+        if owner is not None:
+            self._quota.check_size(len(blob))
+            self._books.claim(owner.client_id, manifest.archive_id, len(blob))
         with _io_errors("manifest folder"):
-            await asyncio.to_thread(self._put_sync, self._path(manifest.archive_id), blob)
+            await asyncio.to_thread(
+                self._put_sync,
+                self._path(manifest.archive_id),
+                blob,
+                owner.sub if owner is not None else None,
+            )
+
+    async def owned_by(self, archive_id: str, sub: str) -> bool:
+        if not is_archive_id(archive_id):
+            return False
+        owners = self._path(archive_id).with_suffix(".owners")
+        try:
+            text = await asyncio.to_thread(owners.read_text)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise DependencyUnavailable(f"manifest folder: {exc.strerror}") from exc
+        return sub in text.splitlines()
 
     async def get(self, archive_id: str) -> Manifest:
         if not is_archive_id(archive_id):
@@ -136,9 +223,12 @@ class FolderManifestStore:
 
         def read() -> bytes:
             try:
-                return self._path(archive_id).read_bytes()
+                with self._path(archive_id).open("rb") as handle:
+                    if os.fstat(handle.fileno()).st_mtime >= time.time() - self._quota.ttl_s:
+                        return handle.read()
             except FileNotFoundError:
-                return self._path(archive_id, "layouts").read_bytes()
+                pass
+            return self._path(archive_id, "layouts").read_bytes()
 
         try:
             blob = await asyncio.to_thread(read)
@@ -198,14 +288,61 @@ class FolderManifestStore:
                 raise DependencyUnavailable(f"manifest folder {self.directory} is not writable")
 
 
-class RedisManifestStore:
-    def __init__(self, redis: aioredis.Redis) -> None:
-        self._redis = redis
+#: Count one archive against a client's quota (server clock, ms): 0 when it fits (or is
+#: already counted), else the milliseconds until the client's oldest archive expires.
+_CLAIM = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local ttl = tonumber(ARGV[1])
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('HDEL', KEYS[2], id)
+end
+if not redis.call('ZSCORE', KEYS[1], ARGV[4]) then
+    local total = tonumber(ARGV[5])
+    for _, size in ipairs(redis.call('HVALS', KEYS[2])) do total = total + tonumber(size) end
+    if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) or total > tonumber(ARGV[3]) then
+        local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+        return math.max(1, tonumber(oldest[2]) - now)
+    end
+end
+redis.call('ZADD', KEYS[1], now + ttl, ARGV[4])
+redis.call('HSET', KEYS[2], ARGV[4], ARGV[5])
+redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call('PEXPIRE', KEYS[2], ttl)
+return 0
+"""
 
-    async def put(self, manifest: Manifest) -> None:
+
+class RedisManifestStore:
+    def __init__(self, redis: aioredis.Redis, quota: ManifestQuota | None = None) -> None:
+        self._redis = redis
+        self._quota = quota or ManifestQuota()
+        self._claim: Any = redis.register_script(_CLAIM)
+
+    async def put(self, manifest: Manifest, owner: Caller | None = None) -> None:
         blob = await _encode(manifest)
+        archive_id, ttl_s = manifest.archive_id, self._quota.ttl_s
         with _redis_errors():
-            await self._redis.set(REDIS_PREFIX + manifest.archive_id, blob, ex=MANIFEST_REDIS_TTL_S)
+            if owner is not None:
+                self._quota.check_size(len(blob))
+                client = owner.client_id
+                wait_ms = await self._claim(
+                    keys=[CLIENT_PREFIX + client, SIZES_PREFIX + client],
+                    args=[ttl_s * 1000, self._quota.max_count, self._quota.max_bytes, archive_id, len(blob)],
+                )
+                if wait_ms:
+                    raise self._quota.refuse(int(wait_ms) / 1000)
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.set(REDIS_PREFIX + archive_id, blob, ex=ttl_s)
+                if owner is not None:
+                    pipe.sadd(OWNERS_PREFIX + archive_id, owner.sub)
+                    pipe.expire(OWNERS_PREFIX + archive_id, ttl_s)
+                await pipe.execute()
+
+    async def owned_by(self, archive_id: str, sub: str) -> bool:
+        with _redis_errors():
+            return bool(await self._redis.sismember(OWNERS_PREFIX + archive_id, sub))
 
     async def get(self, archive_id: str) -> Manifest:
         if not is_archive_id(archive_id):

@@ -2,7 +2,12 @@
 and URLs of a posted archive (each distinct object once, concurrently), then apply names
 and limits. Large manifests are built in a worker thread: the name policy, the id and the
 layout cost ~30 us an entry, which for 200,000 entries would freeze every other request
-on the event loop for seconds."""
+on the event loop for seconds.
+
+A posted archive's work is bounded by what it names: it is deduplicated before any IO,
+keys of a day that holds many of them are found in that day's (cached) listing rather
+than by a HEAD each, and the rest is looked up by `STAT_CONCURRENCY` workers. Cancelling
+`posted` (its client left) stops every lookup at once."""
 
 from __future__ import annotations
 
@@ -22,10 +27,11 @@ from service.constants import (
     MAX_POSTED_ENTRIES,
     MEMO_MAX_ENTRIES,
     MEMO_MAX_MANIFESTS,
+    POSTED_DAY_LISTING_MIN_KEYS,
     STAT_CONCURRENCY,
 )
 from service.exceptions import HostNotAllowed, InvalidParameter, NothingSelected, TooLarge
-from service.listing import Listings
+from service.listing import Listings, day_of_key
 from service.sources.base import ObjectInfo, Reader, Source
 from service.sources.urlguard import validate_url
 
@@ -34,24 +40,27 @@ R = TypeVar("R")
 
 
 async def _bounded_map(items: Sequence[T], func: Callable[[T], Awaitable[R]], limit: int) -> list[R]:
-    """`func` over `items` with at most `limit` at once; results in input order; the first
-    error cancels the rest."""
-    semaphore = asyncio.Semaphore(limit)
+    """`func` over `items` by at most `limit` workers (not a task per item: 100,000 of
+    those cost more than the lookups); results in input order; the first error cancels
+    the rest."""
+    results: list[R | None] = [None] * len(items)
+    positions = iter(range(len(items)))
 
-    async def one(item: T) -> R:
-        async with semaphore:
-            return await func(item)
+    async def worker() -> None:
+        for position in positions:
+            results[position] = await func(items[position])
 
     try:
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(one(item)) for item in items]
+            for _ in range(min(limit, len(items))):
+                group.create_task(worker())
     except ExceptionGroup as group_error:
         # Callers want the error itself (an ObjectNotFound is a 404), not a group.
         first: BaseException = group_error
         while isinstance(first, BaseExceptionGroup):
             first = first.exceptions[0]
         raise first from None
-    return [task.result() for task in tasks]
+    return results  # type: ignore[return-value]  # every position was filled
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,10 +185,12 @@ class Resolver:
         if not filename.lower().endswith(".zip"):
             filename += ".zip"
 
-        refs = [self._parse_entry(position, item) for position, item in enumerate(raw_entries)]
+        refs = await self._parse_entries(raw_entries)
         # Each distinct object is looked up once, however often it is named.
         distinct = list(dict.fromkeys((kind, ref) for kind, ref, _ in refs))
-        found = dict(zip(distinct, await _bounded_map(distinct, self._stat, STAT_CONCURRENCY), strict=True))
+        found = await self._from_listings([ref for kind, ref in distinct if kind == "key"])
+        missing = [item for item in distinct if item not in found]
+        found.update(zip(missing, await _bounded_map(missing, self._stat, STAT_CONCURRENCY), strict=True))
         infos = [found[kind, ref] for kind, ref, _ in refs]
         self._limits.check(len(infos), sum(i.size for i in infos))
         candidates = [
@@ -187,6 +198,32 @@ class Resolver:
             for (kind, ref, name), info in zip(refs, infos, strict=True)
         ]
         return await build_off_loop(candidates, source=self._source_id, filename=filename)
+
+    async def _parse_entries(self, raw_entries: list[Any]) -> list[tuple[Kind, str, str]]:
+        def parse() -> list[tuple[Kind, str, str]]:
+            return [self._parse_entry(position, item) for position, item in enumerate(raw_entries)]
+
+        # Key and URL checks cost ~5-20 us an entry: off the loop for a large post.
+        return parse() if len(raw_entries) <= MANIFEST_INLINE_ENTRIES else await asyncio.to_thread(parse)
+
+    async def _from_listings(self, keys: list[str]) -> dict[tuple[Kind, str], ObjectInfo]:
+        """The keys found in the listings of days that hold at least
+        `POSTED_DAY_LISTING_MIN_KEYS` of them (one cached listing instead of many HEADs).
+        A key its day's listing lacks (too new for it, or never there) is left to a HEAD."""
+        by_day: dict[str, list[str]] = {}
+        for key in keys:
+            if day_of_key(key) is not None:
+                by_day.setdefault(key[:11], []).append(key)
+        prefixes = [prefix for prefix, named in by_day.items() if len(named) >= POSTED_DAY_LISTING_MIN_KEYS]
+        if not prefixes:
+            return {}
+        wanted = {key for prefix in prefixes for key in by_day[prefix]}
+        found: dict[tuple[Kind, str], ObjectInfo] = {}
+        for listing in await self._listings.list_days(prefixes):
+            for info in listing:
+                if info.key in wanted:
+                    found["key", info.key] = info
+        return found
 
     def _parse_entry(self, position: int, item: Any) -> tuple[Kind, str, str]:
         where = f"entries[{position}]"

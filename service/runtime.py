@@ -14,10 +14,21 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from redis import asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.cache.base import ArchiveCache
 from service.cache.lock import BuildLock, LocalBuildLock, RedisBuildLock
-from service.constants import REDIS_SOCKET_TIMEOUT_S, S3_POOL_HEADROOM, UPLOAD_RECORD_SLACK_S
+from service.constants import (
+    REDIS_RETRIES,
+    REDIS_RETRY_BACKOFF_BASE_S,
+    REDIS_RETRY_BACKOFF_MAX_S,
+    REDIS_SOCKET_TIMEOUT_S,
+    S3_POOL_HEADROOM,
+    UPLOAD_RECORD_SLACK_S,
+)
 from service.exceptions import DependencyUnavailable
 from service.index import ObjectIndex
 from service.index.memory import MemoryObjectIndex
@@ -25,7 +36,7 @@ from service.index.redis import RedisObjectIndex
 from service.index.sqlite import SqliteObjectIndex
 from service.linkkey import link_key
 from service.listing import DayListingCache, DirectListings, Listings
-from service.manifests import FolderManifestStore, ManifestStore, RedisManifestStore
+from service.manifests import FolderManifestStore, ManifestQuota, ManifestStore, RedisManifestStore
 from service.pending import PendingStore
 from service.pending.memory import MemoryPendingStore
 from service.s3.client import S3
@@ -78,10 +89,18 @@ class Runtime:
             raise DependencyUnavailable(f"redis: {exc}") from exc
 
 
-def redis_client(url: str) -> aioredis.Redis:
-    """Short timeouts: a Redis outage must degrade requests, not hang them."""
+def redis_client(url: str, *, socket_timeout: float | None = REDIS_SOCKET_TIMEOUT_S) -> aioredis.Redis:
+    """Short timeouts: a Redis outage must degrade requests, not hang them. One retry on a
+    dropped or timed-out connection: after Redis restarts, every pooled connection is dead
+    and the first command on each would fail; the retry reconnects and succeeds."""
     return aioredis.Redis.from_url(
-        url, socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S, socket_timeout=REDIS_SOCKET_TIMEOUT_S
+        url,
+        socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
+        socket_timeout=socket_timeout,
+        retry=Retry(
+            ExponentialBackoff(cap=REDIS_RETRY_BACKOFF_MAX_S, base=REDIS_RETRY_BACKOFF_BASE_S), REDIS_RETRIES
+        ),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
 
 
@@ -139,16 +158,25 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         if settings.http_allow:
             from service.sources.http import HttpOrigin
 
-            origin = HttpOrigin(allow_hosts=settings.http_allow, allow_private=settings.http_allow_private)
+            origin = HttpOrigin(
+                allow_hosts=settings.http_allow,
+                allow_private=settings.http_allow_private,
+                timeout_s=settings.http_timeout_s,
+            )
             stack.push_async_callback(origin.aclose)
 
         manifests: ManifestStore
         lock: BuildLock
+        quota = ManifestQuota(
+            max_count=settings.limits.max_archives_per_client,
+            max_bytes=settings.limits.max_archive_bytes_per_client,
+            ttl_s=settings.manifest_ttl_s,
+        )
         if redis is not None:
-            manifests = RedisManifestStore(redis)
+            manifests = RedisManifestStore(redis, quota)
             lock = RedisBuildLock(redis, ttl_s=settings.lock_ttl_s)
         else:
-            manifests = FolderManifestStore(settings.data_dir / "manifests")
+            manifests = FolderManifestStore(settings.data_dir / "manifests", quota)
             lock = LocalBuildLock()
 
         cache: ArchiveCache | None = None
@@ -185,7 +213,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             s3=s3,
             pending=pending,
             staging=staging,
-            link_key=link_key(settings.link_secret, settings.data_dir),
+            link_key=link_key(settings.auth.link_secret, settings.data_dir),
         )
 
 

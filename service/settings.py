@@ -6,6 +6,7 @@ Nothing else in zipedge reads `os.environ`. Bad values fail at startup with a
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -17,6 +18,11 @@ from urllib.parse import urlsplit
 from service import constants
 from service.exceptions import ConfigError
 from service.sources.urlguard import normalise_allow_hosts
+
+#: What ZIPEDGE_RATE_LIMITS may name: one limit per kind of request.
+RATE_LIMITED_ACTIONS = ("download", "job", "upload", "archive", "link")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class _Environment:
@@ -53,6 +59,45 @@ class _Environment:
         if raw not in options:
             raise ConfigError(f"{name}: expected one of {', '.join(options)}, got {raw!r}")
         return raw
+
+    def networks(self, name: str, default: str) -> tuple[Network, ...]:
+        raw = self.raw.get(name, default)
+        try:
+            return tuple(ipaddress.ip_network(item.strip()) for item in raw.split(",") if item.strip())
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
+
+    def rate_limits(self, name: str) -> tuple[tuple[str, str], ...]:
+        """`download=30/minute,job=10/minute`: (action, limit) pairs, each limit checked."""
+        from limits import parse
+
+        pairs: dict[str, str] = {}
+        for item in self.text(name).split(","):
+            if not item.strip():
+                continue
+            action, _, limit = (part.strip() for part in item.partition("="))
+            if action not in RATE_LIMITED_ACTIONS:
+                raise ConfigError(
+                    f"{name}: unknown action {action!r} (one of {', '.join(RATE_LIMITED_ACTIONS)})"
+                )
+            try:
+                parse(limit)
+            except ValueError:
+                raise ConfigError(
+                    f"{name}: {action}: expected a limit such as 30/minute, got {limit!r}"
+                ) from None
+            pairs[action] = limit
+        return tuple(pairs.items())
+
+    def pem(self, name: str) -> str:
+        """A PEM block, given inline or as the path of a file holding it."""
+        raw = self.text(name)
+        if not raw or "-----BEGIN" in raw:
+            return raw.replace("\\n", "\n")  # one-line forms (docker env files) escape newlines
+        try:
+            return Path(raw).read_text()
+        except OSError as exc:
+            raise ConfigError(f"{name}: neither a PEM block nor a readable file: {exc}") from None
 
     def url(self, name: str, schemes: tuple[str, ...]) -> str:
         raw = self.text(name)
@@ -120,6 +165,85 @@ class S3Settings:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthSettings:
+    """Bearer tokens and signed links. Neither key set: no authentication at all."""
+
+    jwt_secret: str = ""  #: HS256 (ZIPEDGE_AUTH_JWT_SECRET)
+    jwt_public_key: str = ""  #: RS256/ES256 PEM (ZIPEDGE_AUTH_JWT_PUBLIC_KEY)
+    audience: str = ""
+    issuer: str = ""
+    #: HMAC key of signed links (ZIPEDGE_LINK_SECRET, else the JWT secret)
+    link_secret: str = ""
+    link_ttl_s: int = constants.DEFAULT_LINK_TTL_S
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.jwt_secret or self.jwt_public_key)
+
+    @classmethod
+    def from_env(cls, env: _Environment) -> AuthSettings:
+        secret = env.text("ZIPEDGE_AUTH_JWT_SECRET")
+        public_key = env.pem("ZIPEDGE_AUTH_JWT_PUBLIC_KEY")
+        if secret and public_key:
+            raise ConfigError("set ZIPEDGE_AUTH_JWT_SECRET or ZIPEDGE_AUTH_JWT_PUBLIC_KEY, not both")
+        if secret and len(secret.encode()) < constants.MIN_SECRET_BYTES:
+            raise ConfigError(f"ZIPEDGE_AUTH_JWT_SECRET: at least {constants.MIN_SECRET_BYTES} bytes")
+        link_secret = env.text("ZIPEDGE_LINK_SECRET") or secret
+        if public_key and not link_secret:
+            raise ConfigError("ZIPEDGE_LINK_SECRET is needed with ZIPEDGE_AUTH_JWT_PUBLIC_KEY (signed links)")
+        if link_secret and len(link_secret.encode()) < constants.MIN_SECRET_BYTES:
+            raise ConfigError(f"ZIPEDGE_LINK_SECRET: at least {constants.MIN_SECRET_BYTES} bytes")
+        auth = cls(
+            jwt_secret=secret,
+            jwt_public_key=public_key,
+            audience=env.text("ZIPEDGE_AUTH_JWT_AUDIENCE"),
+            issuer=env.text("ZIPEDGE_AUTH_JWT_ISSUER"),
+            link_secret=link_secret,
+            link_ttl_s=env.integer("ZIPEDGE_LINK_TTL_S", constants.DEFAULT_LINK_TTL_S, 60),
+        )
+        if public_key:
+            from service.tokens import load_public_key
+
+            load_public_key(public_key)  # a bad PEM fails here, at startup
+        return auth
+
+
+@dataclass(frozen=True, slots=True)
+class LimitSettings:
+    """Per-client rate limits and quotas (a client is a token's `sub`, else its address)."""
+
+    #: (action, "30/minute") pairs; empty: no rate limit
+    rate_limits: tuple[tuple[str, str], ...] = ()
+    max_streams_per_client: int = constants.DEFAULT_MAX_STREAMS_PER_CLIENT
+    max_jobs_per_client: int = constants.DEFAULT_MAX_JOBS_PER_CLIENT
+    max_archives_per_client: int = constants.DEFAULT_MAX_ARCHIVES_PER_CLIENT
+    max_archive_bytes_per_client: int = constants.DEFAULT_MAX_ARCHIVE_BYTES_PER_CLIENT
+    #: addresses whose X-Forwarded-For names the client
+    trusted_proxies: tuple[Network, ...] = field(
+        default_factory=lambda: (ipaddress.ip_network(constants.DEFAULT_TRUSTED_PROXIES),)
+    )
+
+    @classmethod
+    def from_env(cls, env: _Environment) -> LimitSettings:
+        return cls(
+            rate_limits=env.rate_limits("ZIPEDGE_RATE_LIMITS"),
+            max_streams_per_client=env.integer(
+                "ZIPEDGE_MAX_STREAMS_PER_CLIENT", constants.DEFAULT_MAX_STREAMS_PER_CLIENT
+            ),
+            max_jobs_per_client=env.integer(
+                "ZIPEDGE_MAX_JOBS_PER_CLIENT", constants.DEFAULT_MAX_JOBS_PER_CLIENT
+            ),
+            max_archives_per_client=env.integer(
+                "ZIPEDGE_MAX_ARCHIVES_PER_CLIENT", constants.DEFAULT_MAX_ARCHIVES_PER_CLIENT
+            ),
+            max_archive_bytes_per_client=env.integer(
+                "ZIPEDGE_MAX_ARCHIVE_BYTES_PER_CLIENT", constants.DEFAULT_MAX_ARCHIVE_BYTES_PER_CLIENT
+            ),
+            trusted_proxies=env.networks("ZIPEDGE_TRUSTED_PROXIES", constants.DEFAULT_TRUSTED_PROXIES),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     source: Location
     cache: Location | None
@@ -155,10 +279,13 @@ class Settings:
     #: the S3 endpoint browsers and cameras PUT to (signed for its host); "" = the
     #: client's endpoint, or AWS's virtual-hosted one (ZIPEDGE_UPLOAD_ENDPOINT)
     upload_endpoint: str = ""
-    #: HMAC key of the service's own signed URLs (ZIPEDGE_LINK_SECRET, else the JWT
-    #: secret); "" = a random key kept under the data dir
-    link_secret: str = ""
     listing_max_stale_s: int = constants.DEFAULT_LISTING_MAX_STALE_S
+    #: connect and per-read timeout towards HTTP origins (ZIPEDGE_HTTP_TIMEOUT_S)
+    http_timeout_s: int = int(constants.HTTP_READ_TIMEOUT_S)
+    #: how long a posted archive stays downloadable after its last POST (seconds)
+    manifest_ttl_s: int = constants.DEFAULT_MANIFEST_TTL_S
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *, cwd: Path | None = None) -> Settings:
@@ -218,6 +345,10 @@ class Settings:
             max_builds=integer("ZIPEDGE_MAX_BUILDS", constants.DEFAULT_MAX_BUILDS, 0),
             s3=s3,
             **_upload_settings(env, source),
+            http_timeout_s=integer("ZIPEDGE_HTTP_TIMEOUT_S", int(constants.HTTP_READ_TIMEOUT_S)),
+            manifest_ttl_s=integer("ZIPEDGE_MANIFEST_TTL_S", constants.DEFAULT_MANIFEST_TTL_S, 60),
+            auth=AuthSettings.from_env(env),
+            limits=LimitSettings.from_env(env),
         )
 
     @property
@@ -294,7 +425,6 @@ def _upload_settings(env: _Environment, source: Location) -> dict[str, Any]:
         "upload_ttl_s": env.integer("ZIPEDGE_UPLOAD_TTL_S", constants.DEFAULT_UPLOAD_TTL_S),
         "upload_grace_s": env.integer("ZIPEDGE_UPLOAD_GRACE_S", constants.DEFAULT_UPLOAD_GRACE_S),
         "upload_endpoint": env.url("ZIPEDGE_UPLOAD_ENDPOINT", ("http", "https")).rstrip("/"),
-        "link_secret": env.text("ZIPEDGE_LINK_SECRET") or env.text("ZIPEDGE_AUTH_JWT_SECRET"),
         "listing_max_stale_s": env.integer(
             "ZIPEDGE_LISTING_MAX_STALE_S", constants.DEFAULT_LISTING_MAX_STALE_S
         ),

@@ -9,11 +9,12 @@ import time
 from dataclasses import dataclass
 
 from service.archive.manifest import Manifest
-from service.constants import JOB_RETRIES, JOB_TTL_S, LOCAL_MAX_JOBS
+from service.constants import DEFAULT_MAX_JOBS_PER_CLIENT, JOB_RETRIES, JOB_TTL_S, LOCAL_MAX_JOBS
 from service.exceptions import BuildFailed, UnknownJob
+from service.identity import UNAUTHENTICATED, Caller
 from service.jobs.build import ArchiveBuilder
 from service.jobs.model import JobStatus, JobView
-from service.jobs.queue import backoff
+from service.jobs.queue import backoff, job_id_for, too_many_jobs
 from service.metrics import JOB_SECONDS
 from service.writer import Progress
 
@@ -27,25 +28,44 @@ class _LocalJob:
 
 
 class LocalJobQueue:
-    def __init__(self, builder: ArchiveBuilder, *, concurrency: int, retry_delay_s: float) -> None:
+    def __init__(
+        self,
+        builder: ArchiveBuilder,
+        *,
+        concurrency: int,
+        retry_delay_s: float,
+        max_per_client: int = DEFAULT_MAX_JOBS_PER_CLIENT,
+    ) -> None:
         self._builder = builder
         self._retry_delay_s = retry_delay_s
+        self._max_per_client = max_per_client
         self._slots = asyncio.Semaphore(concurrency)
         self._jobs: dict[str, _LocalJob] = {}
 
-    async def submit(self, manifest: Manifest) -> JobView:
-        existing = self._jobs.get(manifest.objects_id)
-        if existing is not None and existing.view.status in (JobStatus.QUEUED, JobStatus.RUNNING):
+    async def submit(self, manifest: Manifest, caller: Caller = UNAUTHENTICATED) -> JobView:
+        job_id = job_id_for(manifest.objects_id, caller.sub)
+        existing = self._jobs.get(job_id)
+        if existing is not None and not existing.view.status.terminal:
             return existing.view
+        client = caller.client_id
+        unfinished = sum(
+            1 for j in self._jobs.values() if j.view.client == client and not j.view.status.terminal
+        )
+        if unfinished >= self._max_per_client:
+            raise too_many_jobs(self._max_per_client)
         now = time.time()
         view = JobView(
-            id=manifest.objects_id,
+            id=job_id,
             status=JobStatus.QUEUED,
             filename=manifest.filename,
             bytes_total=manifest.size,
             entries_total=len(manifest.entries),
             created_at=now,
             updated_at=now,
+            archive_id=manifest.archive_id,
+            objects_id=manifest.objects_id,
+            owner=caller.sub,
+            client=client,
         )
         job = _LocalJob(view)
         self._jobs[view.id] = job
@@ -102,8 +122,12 @@ class LocalJobQueue:
             await asyncio.gather(job.task, return_exceptions=True)
         return job.view
 
-    async def recent(self, limit: int) -> list[JobView]:
-        views = sorted((j.view for j in self._jobs.values()), key=lambda v: v.created_at, reverse=True)
+    async def recent(self, limit: int, caller: Caller = UNAUTHENTICATED) -> list[JobView]:
+        views = sorted(
+            (j.view for j in self._jobs.values() if caller.owns(j.view.owner)),
+            key=lambda v: v.created_at,
+            reverse=True,
+        )
         return views[:limit]
 
     async def depth(self) -> int:

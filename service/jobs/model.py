@@ -38,6 +38,17 @@ class JobView:
     updated_at: float = 0.0
     error: str | None = None
     download_url: str | None = None
+    #: the archive the job builds, and the set of objects its cache object is keyed by
+    #: ("": the job id, as for a job of the anonymous owner)
+    archive_id: str = ""
+    objects_id: str = ""
+    #: who submitted it: the caller's `sub` (who may see it) and `client_id` (whose quota)
+    owner: str = ""
+    client: str = ""
+
+    @property
+    def objects(self) -> str:
+        return self.objects_id or self.id
 
     @property
     def progress(self) -> float:
@@ -52,4 +63,11 @@ class JobView:
         for optional in ("error", "download_url"):
             if doc[optional] is None:
                 del doc[optional]
+        doc["archive_id"] = self.archive_id or self.id
+        del (
+            doc["client"],
+            doc["objects_id"],
+        )  # an address, when there is no authentication: not for others' eyes
+        if not self.owner:
+            del doc["owner"]
         return doc

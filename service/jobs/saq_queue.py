@@ -29,15 +29,18 @@ from service.constants import (
     JOB_RETRY_MAX_DELAY_S,
     JOB_TTL_S,
     RECENT_JOBS_KEPT,
+    RECENT_JOBS_LISTED,
     REDIS_SOCKET_TIMEOUT_S,
     WORKER_SHUTDOWN_GRACE_S,
 )
 from service.exceptions import BuildFailed, DependencyUnavailable, UnknownJob
+from service.identity import UNAUTHENTICATED, Caller
 from service.jobs.build import ArchiveBuilder
 from service.jobs.model import JobStatus, JobView
+from service.jobs.queue import job_id_for, too_many_jobs
 from service.manifests import ManifestStore
 from service.metrics import JOB_SECONDS, REGISTRY
-from service.runtime import Runtime, open_runtime
+from service.runtime import Runtime, open_runtime, redis_client
 from service.settings import Settings
 from service.streams import Streams
 from service.uploads import Uploads, uploads_of
@@ -49,6 +52,8 @@ QUEUE_NAME = "zipedge"
 FUNCTION = "build_archive"
 #: Sorted set of job ids by creation time, for the listing of recent jobs.
 RECENT_KEY = "zipedge:jobs:recent"
+#: The same, per client (`client_id`): its listing and its count of unfinished jobs.
+CLIENT_KEY_PREFIX = "zipedge:jobs:client:"
 #: The abort reason of DELETE /v1/jobs/{id}: only it means "cancelled". saq also aborts
 #: jobs its sweep finds in an odd state (e.g. caught between dequeue and start); such a
 #: job is retried, and if it ends aborted that is a failure, not a cancellation.
@@ -176,6 +181,10 @@ def _view(job: Job) -> JobView:
         error = (job.error or "failed").strip().splitlines()[-1]
     return JobView(
         id=job.key,
+        archive_id=str(job.kwargs.get("archive_id", job.key)) if job.kwargs else job.key,
+        objects_id=str(meta.get("objects_id", job.key)),
+        owner=str(meta.get("owner", "")),
+        client=str(meta.get("client", "")),
         status=status,
         filename=meta.get("filename", f"{job.key}.zip"),
         bytes_total=int(meta.get("bytes_total", 0)),
@@ -195,13 +204,9 @@ class SaqJobQueue:
     def __init__(self, settings: Settings, manifests: ManifestStore) -> None:
         self._settings = settings
         self._manifests = manifests
-        redis_url = settings.redis_url
-        self._redis = aioredis.Redis.from_url(
-            redis_url,
-            socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
-            socket_timeout=REDIS_SOCKET_TIMEOUT_S * 5,
-        )
-        self.queue = SweepSafeQueue.from_url(redis_url, name=QUEUE_NAME)
+        # One client for the queue and our indexes, retrying once on a dropped connection.
+        self._redis = redis_client(settings.redis_url, socket_timeout=REDIS_SOCKET_TIMEOUT_S * 5)
+        self.queue = SweepSafeQueue(self._redis, name=QUEUE_NAME)
 
     async def _job(self, job_id: str) -> Job:
         try:
@@ -212,13 +217,24 @@ class SaqJobQueue:
             raise UnknownJob(f"no job {job_id!r}")
         return job
 
-    async def submit(self, manifest: Manifest) -> JobView:
+    async def submit(self, manifest: Manifest, caller: Caller = UNAUTHENTICATED) -> JobView:
         settings = self._settings
+        job_id = job_id_for(manifest.objects_id, caller.sub)  # one job per set of objects and owner
+        client = caller.client_id
+        try:
+            existing = await self.queue.job(job_id)
+        except (OSError, aioredis.RedisError) as exc:
+            raise DependencyUnavailable(f"job queue: {exc}") from exc
+        if existing is not None and not _view(existing).status.terminal:
+            return _view(existing)
+        limit = settings.limits.max_jobs_per_client
+        if await self._unfinished(client, limit) >= limit:
+            raise too_many_jobs(limit)
         await self._manifests.put(manifest)  # the worker loads it by id
         job = Job(
             function=FUNCTION,
             kwargs={"archive_id": manifest.archive_id},
-            key=manifest.objects_id,  # one job per set of objects, whatever its layout
+            key=job_id,
             timeout=0,  # builds are long; liveness is the heartbeat's business
             heartbeat=settings.job_heartbeat_s,
             retries=JOB_RETRIES,
@@ -230,15 +246,38 @@ class SaqJobQueue:
                 "bytes_total": manifest.size,
                 "entries_total": len(manifest.entries),
                 "created_at": time.time(),
+                "objects_id": manifest.objects_id,
+                "owner": caller.sub,
+                "client": client,
             },
         )
         try:
-            await self.queue.enqueue(job)  # None when the same archive is already queued/running
-            await self._redis.zadd(RECENT_KEY, {manifest.objects_id: time.time()})
-            await self._redis.zremrangebyrank(RECENT_KEY, 0, -RECENT_JOBS_KEPT - 1)
+            await self.queue.enqueue(job)  # None when the same job is already queued/running
+            now = time.time()
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key in (RECENT_KEY, CLIENT_KEY_PREFIX + client):
+                    pipe.zadd(key, {job_id: now})
+                    pipe.zremrangebyrank(key, 0, -RECENT_JOBS_KEPT - 1)
+                pipe.expire(CLIENT_KEY_PREFIX + client, JOB_TTL_S)
+                await pipe.execute()
         except (OSError, aioredis.RedisError) as exc:
             raise DependencyUnavailable(f"job queue: {exc}") from exc
-        return _view(await self._job(manifest.objects_id))
+        return _view(await self._job(job_id))
+
+    async def _unfinished(self, client: str, limit: int) -> int:
+        """The client's unfinished jobs among its newest (a job older than several times
+        the quota of newer ones has long finished, or is not worth a read per submit)."""
+        views = await self._listed(CLIENT_KEY_PREFIX + client, max(RECENT_JOBS_LISTED, 4 * limit))
+        return sum(1 for view in views if not view.status.terminal)
+
+    async def _listed(self, key: str, limit: int) -> list[JobView]:
+        try:
+            found = await self._redis.zrevrange(key, 0, limit - 1)
+            ids = [i.decode() if isinstance(i, bytes) else str(i) for i in found]
+            jobs = await self.queue.jobs(ids) if ids else []
+        except (OSError, aioredis.RedisError) as exc:
+            raise DependencyUnavailable(f"job queue: {exc}") from exc
+        return [_view(job) for job in jobs if job is not None]
 
     async def get(self, job_id: str) -> JobView:
         return _view(await self._job(job_id))
@@ -249,14 +288,11 @@ class SaqJobQueue:
             await self.queue.abort(job, CANCEL_MESSAGE)
         return _view(await self._job(job_id))
 
-    async def recent(self, limit: int) -> list[JobView]:
-        try:
-            found = await self._redis.zrevrange(RECENT_KEY, 0, limit - 1)
-            ids = [i.decode() if isinstance(i, bytes) else str(i) for i in found]
-            jobs = await self.queue.jobs(ids)
-        except (OSError, aioredis.RedisError) as exc:
-            raise DependencyUnavailable(f"job queue: {exc}") from exc
-        return [_view(job) for job in jobs if job is not None]
+    async def recent(self, limit: int, caller: Caller = UNAUTHENTICATED) -> list[JobView]:
+        if caller.admin:
+            return await self._listed(RECENT_KEY, limit)
+        views = await self._listed(CLIENT_KEY_PREFIX + caller.client_id, limit)
+        return [view for view in views if caller.owns(view.owner)]
 
     async def depth(self) -> int:
         try:
@@ -268,8 +304,7 @@ class SaqJobQueue:
         await self.queue.connect()
 
     async def aclose(self) -> None:
-        await self.queue.disconnect()
-        await self._redis.aclose()
+        await self.queue.disconnect()  # closes the shared client too
 
 
 async def build_archive_job(ctx: JobContext, *, archive_id: str) -> dict[str, Any]:
@@ -327,7 +362,8 @@ async def run_worker(
         start_http_server(metrics_port, addr="127.0.0.1", registry=REGISTRY)
     async with open_runtime(settings) as runtime:
         streams = Streams(runtime)
-        queue = SweepSafeQueue.from_url(settings.redis_url, name=QUEUE_NAME)
+        # No socket timeout: the worker blocks on Redis waiting for jobs.
+        queue = SweepSafeQueue(redis_client(settings.redis_url, socket_timeout=None), name=QUEUE_NAME)
         timers: PartialTimersDict = {
             "schedule": 1,
             "worker_info": 10,

@@ -57,27 +57,40 @@ class FolderSource:
 
     def _list_sync(self, prefix: str) -> list[ObjectInfo]:
         base = self.root / prefix
-        if not base.is_dir():
+        if not base.is_dir() or not base.resolve().is_relative_to(self.root):
             return []
         found: list[ObjectInfo] = []
-        for dirpath, dirnames, filenames in os.walk(base):
-            # Hidden entries (".DS_Store", editors' temp files, in-flight writes) are
-            # never photos of the selection.
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            for filename in filenames:
-                if filename.startswith("."):
+        # Iterative scandir: a directory entry says whether it is a link or a file without
+        # a syscall, so only symlinks are resolved (os.walk does not follow linked
+        # folders, and a real folder under the resolved base is inside the root).
+        pending = [(os.fspath(base), prefix.rstrip("/"))]
+        while pending:
+            folder, relative = pending.pop()
+            try:
+                entries = list(os.scandir(folder))
+            except OSError:
+                continue  # vanished while listing
+            for entry in entries:
+                # Hidden entries (".DS_Store", editors' temp files, in-flight writes) are
+                # never photos of the selection.
+                if entry.name.startswith("."):
                     continue
-                path = Path(dirpath, filename)
+                key = f"{relative}/{entry.name}" if relative else entry.name
                 try:
-                    real = path.resolve()
-                    if not real.is_relative_to(self.root):
+                    if entry.is_symlink():
+                        real = Path(entry.path).resolve()
+                        if not real.is_relative_to(self.root) or not real.is_file():
+                            continue
+                        st = real.stat()
+                    elif entry.is_dir(follow_symlinks=False):
+                        pending.append((entry.path, key))
                         continue
-                    st = real.stat()
+                    elif entry.is_file(follow_symlinks=False):
+                        st = entry.stat(follow_symlinks=False)
+                    else:
+                        continue
                 except OSError:
                     continue  # vanished while listing
-                if not os.path.isfile(real):
-                    continue
-                key = path.relative_to(self.root).as_posix()
                 if listable(key, where=str(self.root)):  # the same rule `read` applies
                     found.append(self._info(key, st))
         found.sort(key=lambda info: info.key)

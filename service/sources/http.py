@@ -51,7 +51,11 @@ _RETRYABLE_STATUS = frozenset({408, 425, 429})
 _CONTENT_RANGE = re.compile(r"bytes\s+(?:(?P<start>\d+)-\d+|\*)/(?P<total>\d+|\*)", re.ASCII | re.IGNORECASE)
 _DIGITS = re.compile(r"\d+", re.ASCII)
 
-_TIMEOUT = httpx.Timeout(constants.HTTP_READ_TIMEOUT_S, connect=constants.HTTP_CONNECT_TIMEOUT_S)
+
+def _timeout(timeout_s: float) -> httpx.Timeout:
+    """Every read, write and pool wait within `timeout_s`; connecting within the connect
+    timeout at most (a dead host is known sooner than a slow one)."""
+    return httpx.Timeout(timeout_s, connect=min(timeout_s, constants.HTTP_CONNECT_TIMEOUT_S))
 
 
 def _user_agent() -> str:
@@ -203,6 +207,7 @@ class HttpOrigin:
         allow_hosts: frozenset[str],
         allow_private: bool = False,
         client: httpx.AsyncClient | None = None,
+        timeout_s: float = constants.HTTP_READ_TIMEOUT_S,
     ) -> None:
         self._allow = normalise_allow_hosts(allow_hosts)
         self._owns_client = client is None
@@ -216,7 +221,7 @@ class HttpOrigin:
             client = httpx.AsyncClient(
                 # The client ignores `limits=` when given a transport, so they go there.
                 transport=PinnedTransport(allow_private=allow_private, limits=limits),
-                timeout=_TIMEOUT,
+                timeout=_timeout(timeout_s),
                 follow_redirects=False,
                 trust_env=False,  # no proxy or netrc from the environment: they would bypass the guard
                 headers={"User-Agent": _user_agent()},

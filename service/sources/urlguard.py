@@ -2,7 +2,8 @@
 it should not (`HttpOrigin` in `http.py` applies them):
 
 1. `validate_url`, at request time (400): http(s) only, no credentials, no fragment, a sane
-   port, and a host on the allow list (`ZIPEDGE_HTTP_ALLOW`; `*.example.com` = any subdomain).
+   port, and a host on the allow list (`ZIPEDGE_HTTP_ALLOW`; `*.example.com` = any subdomain;
+   `host:port` allows that port, a bare host only the scheme's default port, 80 or 443).
    The URL is parsed by httpx itself, so the host we check is the host httpx connects to
    (no parser differential such as `https://evil\\@good/`).
 2. Every connection resolves the host once, refuses loopback, private, link-local
@@ -40,11 +41,22 @@ __all__ = [
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 
+#: The port a URL without one connects to.
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
 def normalise_allow_hosts(entries: Iterable[str]) -> frozenset[str]:
     """The allow list in the form `validate_url` compares with: lower case, IDNA (punycode),
-    no trailing dot; `*.` kept on wildcard entries. Raises `ConfigError` on an entry that is
-    not a bare host name or IP address (call it at startup to fail early)."""
+    no trailing dot; `*.` kept on wildcard entries; `:port` kept when given (IPv6 addresses
+    in brackets then). Raises `ConfigError` on an entry that is not a host name or IP
+    address with an optional port (call it at startup to fail early)."""
     return _normalise_allow(frozenset(entries))
+
+
+def _entry(host: str, port: int | None) -> str:
+    if port is None:
+        return host
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 @functools.lru_cache(maxsize=16)
@@ -57,25 +69,28 @@ def _normalise_allow(entries: frozenset[str]) -> frozenset[str]:
             continue
         wildcard = raw.startswith("*.")
         name = raw[2:] if wildcard else raw
-        if ":" in name and not name.startswith("["):
+        if name.count(":") > 1 and not name.startswith("["):
             name = f"[{name}]"  # a bare IPv6 address
         try:
-            parsed = httpx.URL(f"http://{name}/")
+            # A scheme without a default port, so an explicit :80 or :443 is kept as given.
+            parsed = httpx.URL(f"zipedge://{name}/")
         except httpx.InvalidURL as exc:
             raise ConfigError(f"HTTP allow list: {entry!r} is not a host name ({exc})") from exc
         host = parsed.raw_host.decode("ascii").removesuffix(".")
-        if not host or parsed.port is not None or parsed.userinfo or parsed.raw_path != b"/":
-            raise ConfigError(f"HTTP allow list: {entry!r} is not a bare host name")
-        normalised.add(f"*.{host}" if wildcard else host)
+        if not host or parsed.userinfo or parsed.raw_path != b"/":
+            raise ConfigError(f"HTTP allow list: {entry!r} is not a host name with an optional port")
+        if parsed.port is not None and not 1 <= parsed.port <= 65535:
+            raise ConfigError(f"HTTP allow list: {entry!r}: port out of range")
+        normalised.add(_entry(f"*.{host}" if wildcard else host, parsed.port))
     return frozenset(normalised)
 
 
-def _host_allowed(host: str, allow: frozenset[str]) -> bool:
-    if host in allow:
-        return True
+def _host_allowed(host: str, port: int, default_port: bool, allow: frozenset[str]) -> bool:
     # "*.example.com" allows every subdomain at any depth, not example.com itself.
     labels = host.split(".")
-    return any(f"*.{'.'.join(labels[i:])}" in allow for i in range(1, len(labels)))
+    names = [host, *(f"*.{'.'.join(labels[i:])}" for i in range(1, len(labels)))]
+    # A bare entry means the scheme's default port only; "host:port" that port.
+    return any(_entry(name, port) in allow or (default_port and name in allow) for name in names)
 
 
 def validate_url(url: str, *, allow_hosts: frozenset[str]) -> str:
@@ -105,8 +120,11 @@ def validate_url(url: str, *, allow_hosts: frozenset[str]) -> str:
         raise InvalidParameter(f"URL has no host: {url!r}")
     if parsed.port is not None and not 1 <= parsed.port <= 65535:
         raise InvalidParameter(f"URL port {parsed.port} out of range: {url!r}")
-    if not _host_allowed(host, _normalise_allow(allow_hosts)):
-        raise HostNotAllowed(f"host {host!r} is not in the HTTP allow list (ZIPEDGE_HTTP_ALLOW)")
+    default = _DEFAULT_PORTS[parsed.scheme]
+    port = parsed.port or default
+    if not _host_allowed(host, port, port == default, _normalise_allow(allow_hosts)):
+        where = host if port == default else _entry(host, port)
+        raise HostNotAllowed(f"{where!r} is not in the HTTP allow list (ZIPEDGE_HTTP_ALLOW)")
     return str(parsed.copy_with(host=host))
 
 

@@ -42,6 +42,7 @@ class RedisServer(ManagedProcess):
         self.data_dir = Path(data_dir).resolve()
         self.binary = binary
         self.port = 0
+        self._keep_port = False
         self.log_path = self.data_dir / "redis.log"
         super().__init__()
 
@@ -63,8 +64,19 @@ class RedisServer(ManagedProcess):
             attempts=_START_ATTEMPTS,
         )
 
+    def restart(self, timeout: float = START_TIMEOUT_S) -> None:
+        """Stop and start again on the same port (what a crash and a supervisor do): every
+        connection a client pooled is now dead."""
+        self.stop()
+        self._keep_port = True
+        try:
+            self.start(timeout)
+        finally:
+            self._keep_port = False
+
     def _spawn(self) -> None:
-        self.port = free_port()
+        if not (self._keep_port and self.port):
+            self.port = free_port()
         args = [
             self.binary or redis_binary(),
             "--bind", HOST,

@@ -1,4 +1,5 @@
-"""Every error leaves as JSON: {"error": {"code": "...", "message": "..."}}."""
+"""Every error leaves as JSON: {"error": {"code": "...", "message": "..."}}, with the
+headers its status promises (`Retry-After` on 429 and 503, `WWW-Authenticate` on 401)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from service.constants import RETRY_AFTER_UNAVAILABLE_S
-from service.exceptions import DependencyUnavailable, RangeNotSatisfiable, SourceUnavailable, ZipedgeError
+from service.exceptions import (
+    DependencyUnavailable,
+    RangeNotSatisfiable,
+    RateLimited,
+    SourceUnavailable,
+    Unauthorized,
+    ZipedgeError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -18,16 +26,28 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 
+def _headers(exc: ZipedgeError) -> dict[str, str] | None:
+    if isinstance(exc, RateLimited):
+        return {"Retry-After": str(exc.retry_after)}
+    if isinstance(exc, DependencyUnavailable | SourceUnavailable):
+        return {"Retry-After": str(RETRY_AFTER_UNAVAILABLE_S)}
+    if isinstance(exc, Unauthorized):
+        return {"WWW-Authenticate": 'Bearer realm="zipedge", error="invalid_token"'}
+    if isinstance(exc, RangeNotSatisfiable):
+        return {"Content-Range": f"bytes */{exc.size}", "Accept-Ranges": "bytes"}
+    return None
+
+
+def error_for(exc: ZipedgeError) -> Response:
+    """The JSON answer for `exc` (also used where no exception handler runs: middleware)."""
+    return error_response(exc.status_code, exc.code, exc.message, _headers(exc))
+
+
 async def zipedge_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ZipedgeError)
-    headers = None
-    if isinstance(exc, DependencyUnavailable | SourceUnavailable):
-        headers = {"Retry-After": str(RETRY_AFTER_UNAVAILABLE_S)}
-    elif isinstance(exc, RangeNotSatisfiable):
-        headers = {"Content-Range": f"bytes */{exc.size}", "Accept-Ranges": "bytes"}
     if exc.status_code >= 500:
         logger.warning("%s %s failed: %r", request.method, request.url.path, exc)
-    return error_response(exc.status_code, exc.code, exc.message, headers)
+    return error_for(exc)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

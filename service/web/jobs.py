@@ -1,4 +1,7 @@
-"""The job API: submit, read, follow (Server-Sent Events), cancel, list."""
+"""The job API: submit, read, follow (Server-Sent Events), cancel, list.
+
+A job is its owner's: another caller gets 404 for it, as for an id that does not exist,
+and never sees it listed; `admin` sees all."""
 
 from __future__ import annotations
 
@@ -25,8 +28,9 @@ from service.downloads import Deferred
 from service.exceptions import InvalidParameter, UnknownJob
 from service.jobs.model import JobStatus, JobView
 from service.jobs.queue import JobQueue
+from service.web.auth import sign_local
 from service.web.bodies import read_json
-from service.web.context import services
+from service.web.context import caller_of, services
 
 
 def _jobs(request: Request) -> JobQueue:
@@ -39,10 +43,10 @@ async def job_json(request: Request, view: JobView) -> dict[str, Any]:
     doc["events_url"] = str(request.url_for("job_events", job_id=view.id))
     if view.status is JobStatus.READY:
         url = await services(request).downloads.cached_url(
-            view.id, view.filename, base_url=str(request.base_url)
+            view.objects, view.filename, base_url=str(request.base_url)
         )
         if url is not None:
-            doc["download_url"] = url
+            doc["download_url"] = sign_local(request, url)
     return doc
 
 
@@ -65,6 +69,7 @@ async def job_accepted(request: Request, deferred: Deferred) -> Response:
 
 async def create_job(request: Request) -> Response:
     downloads = services(request).downloads
+    caller = caller_of(request)
     body = await read_json(request)
     if not isinstance(body, dict):
         raise InvalidParameter("the body must be a JSON object")
@@ -72,13 +77,13 @@ async def create_job(request: Request) -> Response:
         archive_id = body["archive"]
         if not isinstance(archive_id, str) or not is_archive_id(archive_id):
             raise InvalidParameter("'archive' must be an archive id")
-        manifest = await downloads.stored(archive_id)
+        manifest = await downloads.stored(archive_id, caller)
     else:
         selection = parse_date_range(
             body.get("from"), body.get("to"), max_days=services(request).runtime.settings.max_range_days
         )
         manifest = await downloads.resolve_range(selection)
-    view = await _jobs(request).submit(manifest)
+    view = await _jobs(request).submit(manifest, caller)
     doc = await job_json(request, view)
     return JSONResponse(doc, status_code=202, headers={"Location": doc["status_url"]})
 
@@ -90,16 +95,26 @@ def _job_id(request: Request) -> str:
     return job_id
 
 
+async def _own_job(request: Request) -> JobView:
+    """The job named in the path, if it is the caller's to see; `UnknownJob` otherwise."""
+    job_id = _job_id(request)
+    view = await _jobs(request).get(job_id)
+    if not caller_of(request).owns(view.owner):
+        raise UnknownJob(f"no job {job_id!r}")
+    return view
+
+
 async def get_job(request: Request) -> Response:
-    return JSONResponse(await job_json(request, await _jobs(request).get(_job_id(request))))
+    return JSONResponse(await job_json(request, await _own_job(request)))
 
 
 async def cancel_job(request: Request) -> Response:
-    return JSONResponse(await job_json(request, await _jobs(request).cancel(_job_id(request))))
+    view = await _own_job(request)
+    return JSONResponse(await job_json(request, await _jobs(request).cancel(view.id)))
 
 
 async def list_jobs(request: Request) -> Response:
-    views = await _jobs(request).recent(RECENT_JOBS_LISTED)
+    views = await _jobs(request).recent(RECENT_JOBS_LISTED, caller_of(request))
     return JSONResponse({"jobs": [await job_json(request, v) for v in views]})
 
 
@@ -111,8 +126,7 @@ def _event_id(view: JobView) -> str:
 async def job_events(request: Request) -> Response:
     """Progress at most once a second, then one final ready/failed/cancelled event."""
     jobs = _jobs(request)
-    job_id = _job_id(request)
-    await jobs.get(job_id)  # 404 before the stream starts
+    job_id = (await _own_job(request)).id  # 404 before the stream starts
     seen = request.headers.get("last-event-id", "")
 
     async def events() -> AsyncIterator[dict[str, Any]]:

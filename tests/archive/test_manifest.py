@@ -59,8 +59,8 @@ def test_json_round_trip() -> None:
 
 def test_json_from_another_format_is_refused() -> None:
     current = f'"format":{ARCHIVE_FORMAT_VERSION}'.encode()
+    assert current in manifest(E).to_json()
     blob = manifest(E).to_json().replace(current, b'"format":99')
-    assert blob != manifest(E).to_json()
     with pytest.raises(ValueError):
         Manifest.from_json(blob)
 

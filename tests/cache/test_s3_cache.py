@@ -156,7 +156,8 @@ async def test_behind_the_edge_head_and_get_share_one_url(stack: Stack, redis_se
 async def test_five_concurrent_first_requests_build_one_object(
     stack: Stack, redis_server: RedisServer
 ) -> None:
-    app = create_app(stack.settings(redis_server.url))
+    # Five streams at once from one client: over the default per-client limit of 4.
+    app = create_app(stack.settings(redis_server.url, ZIPEDGE_MAX_STREAMS_PER_CLIENT="5"))
     with serve(app) as url:
         async with httpx.AsyncClient(base_url=url, timeout=60) as client:
             responses = await asyncio.gather(*(client.get("/v1/zip", params=RANGE) for _ in range(5)))

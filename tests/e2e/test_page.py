@@ -415,3 +415,51 @@ def test_the_days_with_photos_and_the_archive_size_show_before_the_click(
     pick(page, "2025-01-01", "2025-01-05")
     expect(page.locator("#day-rows tr")).to_have_count(4)
     page.screenshot(path=SCREENSHOTS / "page-desktop-days.png", full_page=True)
+
+
+# --- with authentication ---------------------------------------------------------------------
+
+SECRET = "an-e2e-secret-that-is-long-enough-32"
+
+
+@pytest.fixture
+def private_site(photos: Path, tmp_path: Path) -> Iterator[str]:
+    settings = Settings.from_env(
+        {
+            "ZIPEDGE_SOURCE": f"file://{photos}",
+            "ZIPEDGE_CACHE": f"file://{tmp_path / 'cache'}",
+            "ZIPEDGE_DATA_DIR": str(tmp_path / "var"),
+            "ZIPEDGE_STREAM_MAX_ENTRIES": str(PER_DAY),
+            "ZIPEDGE_AUTH_JWT_SECRET": SECRET,
+        }
+    )
+    with serve(create_app(settings)) as url:
+        yield url
+
+
+def test_with_a_token_downloads_are_signed_links(
+    browser: Browser, private_site: str, photos: Path, tmp_path: Path
+) -> None:
+    import jwt
+
+    token = jwt.encode({"sub": "alice", "scope": "download", "exp": 9_999_999_999}, SECRET, algorithm="HS256")
+    with open_tab(browser, private_site) as tab:
+        # Without a token the page asks for one.
+        tab.page.goto("/")
+        pick(tab.page, "2025-01-02", "2025-01-02")
+        tab.page.get_by_role("button", name="Download").click()
+        expect(tab.page.get_by_role("alert")).to_contain_text("access token")
+    with open_tab(browser, private_site) as tab:
+        # With one (in the fragment, which no server sees), a download is a signed link the
+        # browser opens itself, and a job is followed by polling with the header.
+        page = tab.page
+        page.goto(f"/#token={token}")
+        pick(page, "2025-01-02", "2025-01-02")
+        with page.expect_download() as info:
+            page.get_by_role("button", name="Download").click()
+        download = info.value
+        assert "sig=" in download.url and "sub=alice" in download.url
+        check_archive(saved(download, tmp_path), expected(photos, "2025/01/02"))
+        assert "#token" not in page.url
+        follow_job_to_its_download(page, photos, tmp_path)
+        assert polled(tab) and not any(url.endswith("/events") for url in tab.requests)

@@ -242,14 +242,23 @@ async def test_a_failing_source_exhausts_retries(jobs: Jobs, service: str, tmp_p
         return Response("busy", status_code=503)
 
     origin = Starlette(routes=[Route("/p.jpg", photo, methods=["GET", "HEAD"])])
-    allow = {"ZIPEDGE_HTTP_ALLOW": "127.0.0.1", "ZIPEDGE_HTTP_ALLOW_PRIVATE": "true"}
-    with serve(origin) as origin_url, serve(create_app(Settings.from_env(jobs.env(**allow)))) as url:
-        jobs.worker(**allow)
-        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
-            created = await client.post("/v1/archives", json={"entries": [{"url": f"{origin_url}/p.jpg"}]})
-            assert created.status_code == 201, created.text
-            job = (await client.post("/v1/jobs", json={"archive": created.json()["id"]})).json()
-            final = await poll(client, job["status_url"], lambda j: j["status"] in ("ready", "failed"), 90)
+    with serve(origin) as origin_url:
+        # The origin's own port only: a bare host would mean port 80.
+        allow = {
+            "ZIPEDGE_HTTP_ALLOW": origin_url.removeprefix("http://"),
+            "ZIPEDGE_HTTP_ALLOW_PRIVATE": "true",
+        }
+        with serve(create_app(Settings.from_env(jobs.env(**allow)))) as url:
+            jobs.worker(**allow)
+            async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+                created = await client.post(
+                    "/v1/archives", json={"entries": [{"url": f"{origin_url}/p.jpg"}]}
+                )
+                assert created.status_code == 201, created.text
+                job = (await client.post("/v1/jobs", json={"archive": created.json()["id"]})).json()
+                final = await poll(
+                    client, job["status_url"], lambda j: j["status"] in ("ready", "failed"), 90
+                )
     assert final["status"] == "failed" and final["attempts"] == 3
     assert "503" in final["error"] or "unavailable" in final["error"].lower(), final["error"]
     assert gets >= 3

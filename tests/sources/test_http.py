@@ -154,8 +154,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalOrigin]:
 
 
 @pytest.fixture
-async def origin() -> AsyncIterator[HttpOrigin]:
-    reader = HttpOrigin(allow_hosts=frozenset({"127.0.0.1", "localhost"}), allow_private=True)
+async def origin(server: LocalOrigin) -> AsyncIterator[HttpOrigin]:
+    # The local origin's own port only: a bare host would mean port 80.
+    allow = frozenset({f"127.0.0.1:{server.port}", f"localhost:{server.port}"})
+    reader = HttpOrigin(allow_hosts=allow, allow_private=True)
     yield reader
     await reader.aclose()
 
@@ -307,16 +309,32 @@ async def test_other_client_errors_are_not_retryable(server: LocalOrigin, origin
     assert [seen.method for seen in server.requests_to("/status/403")] == ["HEAD", "GET"]
 
 
-async def test_connection_refused_is_retryable(origin: HttpOrigin) -> None:
+async def test_connection_refused_is_retryable() -> None:
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    with pytest.raises(SourceUnavailable):
-        await origin.stat(f"http://127.0.0.1:{port}/x.jpg")
+    reader = HttpOrigin(allow_hosts=frozenset({f"127.0.0.1:{port}"}), allow_private=True)
+    try:
+        with pytest.raises(SourceUnavailable):
+            await reader.stat(f"http://127.0.0.1:{port}/x.jpg")
+    finally:
+        await reader.aclose()
+
+
+async def test_an_allowed_host_on_another_port_is_refused(server: LocalOrigin) -> None:
+    # "127.0.0.1" alone allows port 80 only; the server's port must be listed.
+    for allow in ({"127.0.0.1"}, {f"127.0.0.1:{server.port + 1}"}):
+        reader = HttpOrigin(allow_hosts=frozenset(allow), allow_private=True)
+        try:
+            with pytest.raises(HostNotAllowed, match="allow list"):
+                await reader.stat(server.url("/files/x.jpg"))
+        finally:
+            await reader.aclose()
+    assert server.requests_to("/files/x.jpg") == []
 
 
 async def test_url_outside_the_allow_list_is_refused_before_any_request(server: LocalOrigin) -> None:
-    reader = HttpOrigin(allow_hosts=frozenset({"localhost"}), allow_private=True)
+    reader = HttpOrigin(allow_hosts=frozenset({f"localhost:{server.port}"}), allow_private=True)
     try:
         with pytest.raises(HostNotAllowed):
             await reader.stat(server.url("/files/x.jpg"))  # 127.0.0.1 is not "localhost"
@@ -332,7 +350,7 @@ async def test_url_outside_the_allow_list_is_refused_before_any_request(server: 
 
 async def test_loopback_refused_without_allow_private(server: LocalOrigin) -> None:
     server.put("private.jpg", photo(10))
-    reader = HttpOrigin(allow_hosts=frozenset({"localhost"}))
+    reader = HttpOrigin(allow_hosts=frozenset({f"localhost:{server.port}"}))
     try:
         with pytest.raises(HostNotAllowed, match="non-public address"):
             await reader.stat(server.url("/files/private.jpg", "localhost"))
@@ -375,7 +393,7 @@ async def test_connects_to_the_checked_address(server: LocalOrigin, monkeypatch:
     dns = OneShotDns("photos.test", "127.0.0.1")
     monkeypatch.setattr(socket, "getaddrinfo", dns)
     server.put("pinned.jpg", photo(321))
-    reader = HttpOrigin(allow_hosts=frozenset({"photos.test"}), allow_private=True)
+    reader = HttpOrigin(allow_hosts=frozenset({f"photos.test:{server.port}"}), allow_private=True)
     try:
         info = await reader.stat(server.url("/files/pinned.jpg", "photos.test"))
     finally:
@@ -425,7 +443,9 @@ def test_is_public_address(address: str, public: bool) -> None:
 
 # --- validate_url ----------------------------------------------------------------------------
 
-ALLOW = frozenset({"res.cloudinary.com", "*.cdn.example", "bücher.example"})
+ALLOW = frozenset(
+    {"res.cloudinary.com", "*.cdn.example", "bücher.example", "photos.example:8080", "*.img.example:8443"}
+)
 
 
 @pytest.mark.parametrize(
@@ -437,7 +457,9 @@ ALLOW = frozenset({"res.cloudinary.com", "*.cdn.example", "bücher.example"})
         ),
         ("HTTPS://Res.Cloudinary.COM./a/../x.jpg?w=1", "https://res.cloudinary.com/x.jpg?w=1"),
         ("https://res.cloudinary.com:443/x.jpg", "https://res.cloudinary.com/x.jpg"),
-        ("http://res.cloudinary.com:8080/x.jpg", "http://res.cloudinary.com:8080/x.jpg"),
+        ("http://res.cloudinary.com:80/x.jpg", "http://res.cloudinary.com/x.jpg"),
+        ("http://photos.example:8080/x.jpg", "http://photos.example:8080/x.jpg"),
+        ("https://eu.img.example:8443/x.jpg", "https://eu.img.example:8443/x.jpg"),
         ("https://eu.cdn.example/x.jpg", "https://eu.cdn.example/x.jpg"),
         ("https://a.b.cdn.example/x.jpg", "https://a.b.cdn.example/x.jpg"),
         ("https://BÜCHER.example/x.jpg", "https://xn--bcher-kva.example/x.jpg"),
@@ -462,6 +484,9 @@ def test_validate_url_accepts(url: str, normalised: str) -> None:
         ("https://res.cloudinary.com.evil.example/x.jpg", HostNotAllowed),
         ("https://res.cloudinary.com/x.jpg#frag", HostNotAllowed),
         ("http://127.0.0.1/x.jpg", HostNotAllowed),
+        ("http://res.cloudinary.com:8080/x.jpg", HostNotAllowed),  # a bare host: its default port only
+        ("https://photos.example/x.jpg", HostNotAllowed),  # "photos.example:8080": that port only
+        ("https://eu.img.example/x.jpg", HostNotAllowed),
         ("https://res.cloudinary.com/" + "a" * MAX_URL_CHARS, InvalidParameter),
         ("not a url", InvalidParameter),
         ("/relative/x.jpg", InvalidParameter),
@@ -481,12 +506,18 @@ def test_validate_url_refuses(url: str, error: type[ZipedgeError]) -> None:
 
 
 def test_allow_list_entries_must_be_hosts() -> None:
-    assert normalise_allow_hosts([" Res.Cloudinary.COM. ", "*.CDN.example", "::1", ""]) == {
-        "res.cloudinary.com",
-        "*.cdn.example",
-        "::1",
-    }
-    for bad in ["res.cloudinary.com/path", "res.cloudinary.com:443", "user@host"]:
+    assert normalise_allow_hosts(
+        [
+            " Res.Cloudinary.COM. ",
+            "*.CDN.example",
+            "::1",
+            "",
+            "Photos.Example:8080",
+            "[::1]:9000",
+            "h.example:443",
+        ]
+    ) == {"res.cloudinary.com", "*.cdn.example", "::1", "photos.example:8080", "[::1]:9000", "h.example:443"}
+    for bad in ["res.cloudinary.com/path", "res.cloudinary.com:99999", "user@host", "host:port"]:
         with pytest.raises(ConfigError):
             normalise_allow_hosts([bad])
     with pytest.raises(ConfigError):

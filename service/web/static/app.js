@@ -3,6 +3,7 @@
 "use strict";
 
 const STORE_KEY = "zipedge.job"; // {id, status_url, events_url} of the job being followed
+const TOKEN_KEY = "zipedge.token"; // the bearer token, for this tab only (sessionStorage)
 const POLL_MS = 2000;
 const SSE_MAX_ERRORS = 2; // consecutive EventSource errors before falling back to polling
 const TERMINAL = new Set(["ready", "failed", "cancelled"]);
@@ -13,6 +14,7 @@ const $ = (id) => document.getElementById(id);
 const ui = {
   form: $("range"), from: $("from"), to: $("to"), download: $("download"),
   summary: $("summary"), days: $("days"), dayRows: $("day-rows"),
+  auth: $("auth"), token: $("token"),
   job: $("job"), title: $("job-title"), bar: $("bar"), text: $("progress-text"),
   again: $("again"), cancel: $("cancel"), restart: $("restart"),
   status: $("status"), announce: $("announce"), error: $("error"),
@@ -48,9 +50,25 @@ function say(message) { ui.status.textContent = message; }
 function showError(message) { ui.error.textContent = message; }
 function clearMessages() { say(""); showError(""); }
 
+// ---- identity ------------------------------------------------------------------------------
+// Without authentication on the server the page needs nothing. With it, the page holds a
+// bearer token (pasted, or given as #token=… in the address, which never reaches a server)
+// and turns each download into a signed link first, so the download itself stays a plain
+// navigation the browser handles (no header needed).
+
+const token = () => ui.token.value.trim();
+const authHeaders = () => (token() ? { Authorization: `Bearer ${token()}` } : {});
+
+function needToken(message) {
+  ui.auth.hidden = false;
+  ui.auth.open = true;
+  ui.token.focus();
+  showError(message);
+}
+
 // fetch + JSON; throws an Error carrying the API's own message (and .status) on failure.
 async function api(url, options = {}) {
-  const headers = { Accept: "application/json", ...(options.headers || {}) };
+  const headers = { Accept: "application/json", ...authHeaders(), ...(options.headers || {}) };
   const response = await fetch(url, { ...options, headers });
   const isJson = (response.headers.get("content-type") || "").includes("json");
   let doc = null;
@@ -145,9 +163,16 @@ async function submit(event) {
   event.preventDefault();
   clearMessages();
   const range = { from: ui.from.value, to: ui.to.value };
-  const url = `/v1/zip?${new URLSearchParams(range)}`;
+  let url = `/v1/zip?${new URLSearchParams(range)}`;
   ui.download.disabled = true;
   try {
+    if (token()) {
+      sessionStorage.setItem(TOKEN_KEY, token());
+      const link = await api("/v1/links", {
+        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(range),
+      });
+      url = link.url; // signed: opens with no header, valid for a while, shareable
+    }
     // HEAD answers like GET without fetching a photo: it tells us stream, cache or job.
     const head = await fetch(url, { method: "HEAD", redirect: "manual" });
     if (head.type === "opaqueredirect" || (head.ok && head.status !== 202)) {
@@ -161,12 +186,15 @@ async function submit(event) {
         method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(range),
       });
       follow(job);
+    } else if (head.status === 401) {
+      needToken("This server needs an access token: paste yours under “Access token”.");
     } else {
       await api(url); // the same request as GET, for the error's JSON message
       showError(`The server answered ${head.status}.`);
     }
   } catch (error) {
-    showError(error instanceof TypeError ? "The server could not be reached. Please try again." : error.message);
+    if (error.status === 401) needToken(`The access token was refused: ${error.message}`);
+    else showError(error instanceof TypeError ? "The server could not be reached. Please try again." : error.message);
   } finally {
     ui.download.disabled = false;
   }
@@ -196,7 +224,8 @@ function follow(job) {
 }
 
 function listen() {
-  if (!("EventSource" in window)) { poll(); return; }
+  // EventSource cannot send a header: with a token, poll instead.
+  if (!("EventSource" in window) || token()) { poll(); return; }
   const w = watch;
   const es = new EventSource(w.ref.events_url);
   w.es = es;
@@ -478,6 +507,15 @@ function initUploads() {
 // ---- start-up -----------------------------------------------------------------------------
 
 function init() {
+  const fragment = new URLSearchParams(window.location.hash.slice(1));
+  if (fragment.get("token")) {
+    sessionStorage.setItem(TOKEN_KEY, fragment.get("token"));
+    window.history.replaceState(null, "", window.location.pathname + window.location.search);
+  }
+  ui.token.value = sessionStorage.getItem(TOKEN_KEY) || "";
+  ui.auth.hidden = !ui.token.value;
+  ui.token.addEventListener("change", () => sessionStorage.setItem(TOKEN_KEY, token()));
+
   const today = new Date();
   ui.from.value = isoDay(new Date(today.getTime() - 6 * DAY_MS)); // the last 7 days, UTC
   ui.to.value = isoDay(today);
