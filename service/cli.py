@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from service import __version__
-from service.exceptions import ConfigError
+from service.exceptions import ConfigError, RequestError
 from service.settings import Settings
 
 
@@ -133,6 +133,34 @@ def _janitor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _index(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from service.archive.selection import parse_date_range
+    from service.indexer import index_days
+    from service.runtime import open_runtime
+
+    settings = Settings.from_env()
+    selection = parse_date_range(args.from_, args.to, max_days=settings.max_range_days)
+    concurrency = args.concurrency or settings.fetch_concurrency
+
+    def show(line: str) -> None:
+        print(f"zipedge index: {line}", file=sys.stderr, flush=True)
+
+    async def run() -> int:
+        async with open_runtime(settings) as runtime:
+            report = await index_days(runtime, selection, concurrency=concurrency, progress=show)
+        for failure in report.failed:
+            show(f"failed: {failure}")
+        show(
+            f"done: {report.learned} CRCs learned, {report.known} already known, "
+            f"{len(report.failed)} failed, in {report.seconds:.1f} s"
+        )
+        return 1 if report.failed else 0
+
+    return asyncio.run(run())
+
+
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Every option shows its default; an option whose default is None says in its own
     words what happens without it."""
@@ -217,6 +245,20 @@ def build_parser() -> argparse.ArgumentParser:
     stack.add_argument("--edge-port", type=int, default=0, help="the edge's port; 0: a free one")
     stack.set_defaults(func=_stack)
 
+    index = command(
+        "index",
+        "learn the CRC-32 of every object of these days not in the object index yet (reads each once)",
+    )
+    index.add_argument("--from", dest="from_", required=True, metavar="YYYY-MM-DD", help="first UTC day")
+    index.add_argument("--to", required=True, metavar="YYYY-MM-DD", help="last UTC day (inclusive)")
+    index.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="objects read at once (default: ZIPEDGE_FETCH_CONCURRENCY)",
+    )
+    index.set_defaults(func=_index)
+
     janitor = command(
         "janitor", "remove abandoned uploads and stale cache multipart uploads now (also a worker task)"
     )
@@ -231,5 +273,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
     except ConfigError as exc:
         print(f"zipedge: configuration error: {exc.message}", file=sys.stderr)
+        return 2
+    except RequestError as exc:  # e.g. `zipedge index --from` not a day
+        print(f"zipedge {args.command}: {exc.message}", file=sys.stderr)
         return 2
     return code

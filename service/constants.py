@@ -218,6 +218,12 @@ JOB_SWEEP_S = 10
 JOB_RETRIES = 3
 JOB_RETRY_DELAY_S = 2
 JOB_RETRY_MAX_DELAY_S = 60.0
+#: A job's claim of its commit lasts this long (seconds): a worker killed mid-commit lets
+#: its retry commit after it. A commit is one CompleteMultipartUpload: seconds at most.
+JOB_GATE_COMMITTING_TTL_S = 120
+#: How long a cancel waits for a commit under way to finish, and how often it looks (s).
+JOB_CANCEL_WAIT_S = 30.0
+JOB_CANCEL_POLL_S = 0.05
 #: Finished jobs stay visible this long (seconds): a page reloaded the next day still
 #: finds its download.
 JOB_TTL_S = 24 * 3600

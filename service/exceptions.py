@@ -14,6 +14,7 @@ exc`), so no botocore, httpx or redis exception ever reaches a request handler.
   | - NothingSelected       404  the selection resolved to no object
   | - UnknownArchive        404  no manifest stored under that id
   | - UnknownJob            404  no job with that id
+  | - JobReady              409  a cancel came after the job's archive was committed
   | - UnknownUpload         404  no upload with that id (or someone else's)
   | - BadUploadLink         403  an upload body URL tampered with or expired
   | - UploadIncomplete      409  complete before the body arrived
@@ -32,6 +33,7 @@ exc`), so no botocore, httpx or redis exception ever reaches a request handler.
   | - CacheWriteFailed           a cache object could not be written
   | - CacheMisconfigured         the cache refused access (403): a setting, not a miss
   + BuildFailed                  a background build gave up (`retryable` says if for now)
+  + JobCancelled                 a build found its job cancelled before committing
   + DependencyUnavailable   503  a store or Redis is down
 """
 
@@ -104,6 +106,14 @@ class UnknownArchive(RequestError):
 class UnknownJob(RequestError):
     status_code = 404
     code = "unknown_job"
+
+
+class JobReady(RequestError):
+    """`DELETE /v1/jobs/{id}` of a job whose archive is committed: it cannot be undone,
+    and is not called cancelled (the job reads `ready`, with its `download_url`)."""
+
+    status_code = 409
+    code = "job_ready"
 
 
 class UnknownUpload(RequestError):
@@ -210,6 +220,12 @@ class CacheMisconfigured(CacheError):
     retry fixes. Requests stream without teeing, loudly, instead of rebuilding forever."""
 
     code = "cache_misconfigured"
+
+
+class JobCancelled(ZipedgeError):
+    """The build's job was cancelled before its commit: nothing was published."""
+
+    code = "job_cancelled"
 
 
 class BuildFailed(ZipedgeError):

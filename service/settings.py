@@ -6,135 +6,29 @@ Nothing else in zipedge reads `os.environ`. Bad values fail at startup with a
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 from service import constants
+from service.access import AuthSettings, LimitSettings
+from service.environment import RATE_LIMITED_ACTIONS, Environment, Location, Network
 from service.exceptions import ConfigError
 from service.sources.urlguard import normalise_allow_hosts
 
-#: What ZIPEDGE_RATE_LIMITS may name: one limit per kind of request.
-RATE_LIMITED_ACTIONS = ("download", "job", "upload", "archive", "link")
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-class _Environment:
-    """Typed reads of environment variables, each failing with the variable's name."""
-
-    def __init__(self, raw: Mapping[str, str]) -> None:
-        self.raw = raw
-
-    def text(self, name: str, default: str = "") -> str:
-        return self.raw.get(name, default).strip()
-
-    def integer(self, name: str, default: int, minimum: int = 1) -> int:
-        raw = self.text(name)
-        if not raw:
-            return default
-        try:
-            value = int(raw.replace("_", ""))
-        except ValueError:
-            raise ConfigError(f"{name}: expected a whole number, got {raw!r}") from None
-        if value < minimum:
-            raise ConfigError(f"{name}: must be at least {minimum}, got {value}")
-        return value
-
-    def flag(self, name: str) -> bool:
-        raw = self.text(name).lower()
-        if raw in ("", "0", "false", "no", "off"):
-            return False
-        if raw in ("1", "true", "yes", "on"):
-            return True
-        raise ConfigError(f"{name}: expected true or false, got {raw!r}")
-
-    def choice(self, name: str, options: tuple[str, ...]) -> str:
-        raw = self.text(name).lower() or options[0]
-        if raw not in options:
-            raise ConfigError(f"{name}: expected one of {', '.join(options)}, got {raw!r}")
-        return raw
-
-    def networks(self, name: str, default: str) -> tuple[Network, ...]:
-        raw = self.raw.get(name, default)
-        try:
-            return tuple(ipaddress.ip_network(item.strip()) for item in raw.split(",") if item.strip())
-        except ValueError as exc:
-            raise ConfigError(f"{name}: {exc}") from None
-
-    def rate_limits(self, name: str) -> tuple[tuple[str, str], ...]:
-        """`download=30/minute,job=10/minute`: (action, limit) pairs, each limit checked."""
-        from limits import parse
-
-        pairs: dict[str, str] = {}
-        for item in self.text(name).split(","):
-            if not item.strip():
-                continue
-            action, _, limit = (part.strip() for part in item.partition("="))
-            if action not in RATE_LIMITED_ACTIONS:
-                raise ConfigError(
-                    f"{name}: unknown action {action!r} (one of {', '.join(RATE_LIMITED_ACTIONS)})"
-                )
-            try:
-                parse(limit)
-            except ValueError:
-                raise ConfigError(
-                    f"{name}: {action}: expected a limit such as 30/minute, got {limit!r}"
-                ) from None
-            pairs[action] = limit
-        return tuple(pairs.items())
-
-    def pem(self, name: str) -> str:
-        """A PEM block, given inline or as the path of a file holding it."""
-        raw = self.text(name)
-        if not raw or "-----BEGIN" in raw:
-            return raw.replace("\\n", "\n")  # one-line forms (docker env files) escape newlines
-        try:
-            return Path(raw).read_text()
-        except OSError as exc:
-            raise ConfigError(f"{name}: neither a PEM block nor a readable file: {exc}") from None
-
-    def url(self, name: str, schemes: tuple[str, ...]) -> str:
-        raw = self.text(name)
-        if raw and urlsplit(raw).scheme not in schemes:
-            raise ConfigError(f"{name}: expected a {'/'.join(schemes)} URL, got {raw!r}")
-        return raw
-
-
-@dataclass(frozen=True, slots=True)
-class Location:
-    """Where objects live: a folder (`file:///abs/dir`) or S3 (`s3://bucket/prefix`)."""
-
-    scheme: Literal["file", "s3"]
-    path: Path  #: the folder, for "file"
-    bucket: str  #: for "s3"
-    prefix: str  #: for "s3": "" or "photos/" (always ends in "/")
-
-    @classmethod
-    def parse(cls, variable: str, value: str) -> Location:
-        parts = urlsplit(value)
-        if parts.scheme == "file":
-            if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
-                raise ConfigError(f"{variable}: a file URL needs an absolute path (file:///abs/dir)")
-            return cls("file", Path(parts.path), "", "")
-        if parts.scheme == "s3":
-            if not parts.netloc:
-                raise ConfigError(f"{variable}: an S3 URL needs a bucket (s3://bucket/prefix)")
-            prefix = parts.path.strip("/")
-            return cls("s3", Path(), parts.netloc, f"{prefix}/" if prefix else "")
-        raise ConfigError(
-            f"{variable}: unknown scheme in {value!r}; use file:///abs/dir or s3://bucket/prefix"
-        )
-
-    def __str__(self) -> str:
-        if self.scheme == "file":
-            return f"file://{self.path}"
-        return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+__all__ = [
+    "RATE_LIMITED_ACTIONS",
+    "AuthSettings",
+    "LimitSettings",
+    "Location",
+    "Network",
+    "S3Settings",
+    "Settings",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,85 +56,6 @@ class S3Settings:
     def path_style(self) -> bool:
         # SeaweedFS/MinIO endpoints have no per-bucket DNS names.
         return bool(self.endpoint_url)
-
-
-@dataclass(frozen=True, slots=True)
-class AuthSettings:
-    """Bearer tokens and signed links. Neither key set: no authentication at all."""
-
-    jwt_secret: str = ""  #: HS256 (ZIPEDGE_AUTH_JWT_SECRET)
-    jwt_public_key: str = ""  #: RS256/ES256 PEM (ZIPEDGE_AUTH_JWT_PUBLIC_KEY)
-    audience: str = ""
-    issuer: str = ""
-    #: HMAC key of signed links (ZIPEDGE_LINK_SECRET, else the JWT secret)
-    link_secret: str = ""
-    link_ttl_s: int = constants.DEFAULT_LINK_TTL_S
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.jwt_secret or self.jwt_public_key)
-
-    @classmethod
-    def from_env(cls, env: _Environment) -> AuthSettings:
-        secret = env.text("ZIPEDGE_AUTH_JWT_SECRET")
-        public_key = env.pem("ZIPEDGE_AUTH_JWT_PUBLIC_KEY")
-        if secret and public_key:
-            raise ConfigError("set ZIPEDGE_AUTH_JWT_SECRET or ZIPEDGE_AUTH_JWT_PUBLIC_KEY, not both")
-        if secret and len(secret.encode()) < constants.MIN_SECRET_BYTES:
-            raise ConfigError(f"ZIPEDGE_AUTH_JWT_SECRET: at least {constants.MIN_SECRET_BYTES} bytes")
-        link_secret = env.text("ZIPEDGE_LINK_SECRET") or secret
-        if public_key and not link_secret:
-            raise ConfigError("ZIPEDGE_LINK_SECRET is needed with ZIPEDGE_AUTH_JWT_PUBLIC_KEY (signed links)")
-        if link_secret and len(link_secret.encode()) < constants.MIN_SECRET_BYTES:
-            raise ConfigError(f"ZIPEDGE_LINK_SECRET: at least {constants.MIN_SECRET_BYTES} bytes")
-        auth = cls(
-            jwt_secret=secret,
-            jwt_public_key=public_key,
-            audience=env.text("ZIPEDGE_AUTH_JWT_AUDIENCE"),
-            issuer=env.text("ZIPEDGE_AUTH_JWT_ISSUER"),
-            link_secret=link_secret,
-            link_ttl_s=env.integer("ZIPEDGE_LINK_TTL_S", constants.DEFAULT_LINK_TTL_S, 60),
-        )
-        if public_key:
-            from service.tokens import load_public_key
-
-            load_public_key(public_key)  # a bad PEM fails here, at startup
-        return auth
-
-
-@dataclass(frozen=True, slots=True)
-class LimitSettings:
-    """Per-client rate limits and quotas (a client is a token's `sub`, else its address)."""
-
-    #: (action, "30/minute") pairs; empty: no rate limit
-    rate_limits: tuple[tuple[str, str], ...] = ()
-    max_streams_per_client: int = constants.DEFAULT_MAX_STREAMS_PER_CLIENT
-    max_jobs_per_client: int = constants.DEFAULT_MAX_JOBS_PER_CLIENT
-    max_archives_per_client: int = constants.DEFAULT_MAX_ARCHIVES_PER_CLIENT
-    max_archive_bytes_per_client: int = constants.DEFAULT_MAX_ARCHIVE_BYTES_PER_CLIENT
-    #: addresses whose X-Forwarded-For names the client
-    trusted_proxies: tuple[Network, ...] = field(
-        default_factory=lambda: (ipaddress.ip_network(constants.DEFAULT_TRUSTED_PROXIES),)
-    )
-
-    @classmethod
-    def from_env(cls, env: _Environment) -> LimitSettings:
-        return cls(
-            rate_limits=env.rate_limits("ZIPEDGE_RATE_LIMITS"),
-            max_streams_per_client=env.integer(
-                "ZIPEDGE_MAX_STREAMS_PER_CLIENT", constants.DEFAULT_MAX_STREAMS_PER_CLIENT
-            ),
-            max_jobs_per_client=env.integer(
-                "ZIPEDGE_MAX_JOBS_PER_CLIENT", constants.DEFAULT_MAX_JOBS_PER_CLIENT
-            ),
-            max_archives_per_client=env.integer(
-                "ZIPEDGE_MAX_ARCHIVES_PER_CLIENT", constants.DEFAULT_MAX_ARCHIVES_PER_CLIENT
-            ),
-            max_archive_bytes_per_client=env.integer(
-                "ZIPEDGE_MAX_ARCHIVE_BYTES_PER_CLIENT", constants.DEFAULT_MAX_ARCHIVE_BYTES_PER_CLIENT
-            ),
-            trusted_proxies=env.networks("ZIPEDGE_TRUSTED_PROXIES", constants.DEFAULT_TRUSTED_PROXIES),
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,7 +104,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *, cwd: Path | None = None) -> Settings:
-        env = _Environment(os.environ if environ is None else environ)
+        env = Environment(os.environ if environ is None else environ)
         text, integer = env.text, env.integer
         base = (cwd or Path.cwd()).resolve()
 
@@ -386,7 +201,7 @@ class Settings:
 _DAY_FOLDER = re.compile(r"[0-9]{4}/[0-9]{2}/[0-9]{2}(/|$)")
 
 
-def _staging_location(env: _Environment, source: Location) -> Location:
+def _staging_location(env: Environment, source: Location) -> Location:
     raw = env.text("ZIPEDGE_STAGING")
     if not raw:
         if source.scheme == "file":
@@ -413,7 +228,7 @@ def _staging_location(env: _Environment, source: Location) -> Location:
     return staging
 
 
-def _upload_settings(env: _Environment, source: Location) -> dict[str, Any]:
+def _upload_settings(env: Environment, source: Location) -> dict[str, Any]:
     types = tuple(t.strip().lower() for t in env.text("ZIPEDGE_UPLOAD_TYPES").split(",") if t.strip())
     for kind in types:
         if "/" not in kind or any(c in kind for c in " ;,"):

@@ -81,7 +81,13 @@ def first_sections() -> str:
 
 
 def shell_blocks(text: str) -> list[str]:
+    """```sh blocks: one command after another, each on its own."""
     return re.findall(r"^```sh\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
+
+
+def scripts(text: str) -> list[str]:
+    """```bash blocks: scripts, run whole (their lines share variables)."""
+    return re.findall(r"^```bash\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
 
 
 def examples(block: str) -> list[Example]:
@@ -308,3 +314,25 @@ def test_the_examples_work_as_written_on_the_demo_data(service: Service, tmp_pat
     again = run_examples(service, tmp_path / "again")
     assert [p.name for p in again.saved] == [p.name for p in first.saved]
     assert [p.read_bytes() for p in again.saved] == [p.read_bytes() for p in first.saved]
+
+
+def test_the_upload_script_files_a_photo_in_its_day(service: Service) -> None:
+    """Run where `make run` runs (it names ./var/demo): ask, PUT, complete, download."""
+    [script] = scripts(first_sections())
+    port = urlsplit(service.url).port
+    before = set(service.folder.glob("*.zip"))
+    done = subprocess.run(
+        ["bash", "-e", "-o", "pipefail", "-c", script.replace("127.0.0.1:8000", f"127.0.0.1:{port}")],
+        cwd=service.folder,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_DEADLINE_S,
+    )
+    assert done.returncode == 0, f"exit {done.returncode}: {done.stdout}{done.stderr}"
+    completed = json.loads(done.stdout.strip().splitlines()[-1])
+    assert completed["status"] == "completed" and completed["key"] == "2025/01/05/MH12AB1234.jpg"
+    [saved] = sorted(set(service.folder.glob("*.zip")) - before)
+    assert saved.name == "photos-2025-01-05.zip"
+    keys = photos_of(service, "2025-01-05", "2025-01-05")
+    assert completed["key"] in keys  # filed under its day, in the folder the archive reads
+    check_archive(saved, {key: sha256_file(service.photos / key) for key in keys})

@@ -13,15 +13,19 @@ import time
 from collections.abc import Awaitable, Callable
 
 from service.archive.manifest import Manifest
+from service.cache.base import ArchiveCache, CacheWriter, settle
+from service.cache.lock import Lease
 from service.constants import JOB_LOCK_POLL_S, JOB_PROGRESS_INTERVAL_S
 from service.exceptions import (
     BuildFailed,
     CacheError,
     CacheWriteFailed,
     DependencyUnavailable,
+    JobCancelled,
     SourceError,
     StreamAborted,
 )
+from service.jobs.gate import CommitGate
 from service.runtime import Runtime
 from service.streams import Streams, cache_entry
 from service.writer import Progress
@@ -56,8 +60,11 @@ class ArchiveBuilder:
         except (CacheError, DependencyUnavailable) as exc:
             raise BuildFailed(exc.message, retryable=_retryable(exc)) from exc
 
-    async def build(self, manifest: Manifest, report: Report) -> None:
-        """Return once the archive is in the cache; raise BuildFailed otherwise. `report`
+    async def build(
+        self, manifest: Manifest, report: Report, *, job_id: str = "", gate: CommitGate | None = None
+    ) -> None:
+        """Return once the archive is in the cache; raise BuildFailed otherwise, or
+        JobCancelled when `gate` says job `job_id` was cancelled before the commit. `report`
         is awaited about once a second (it is the heartbeat too)."""
         cache = self._runtime.cache
         if cache is None:
@@ -65,6 +72,10 @@ class ArchiveBuilder:
         progress = Progress(bytes_total=manifest.size, entries_total=len(manifest.entries))
         while True:
             if await self.is_cached(manifest):
+                # Built by a stream or another job: ready, unless cancelled first.
+                await self._claim(gate, job_id)
+                if gate is not None:
+                    await gate.committed(job_id)
                 progress.bytes_done, progress.entries_done = progress.bytes_total, progress.entries_total
                 await report(progress)
                 return
@@ -74,13 +85,29 @@ class ArchiveBuilder:
             # A stream (or another worker) is building it: wait for its result, or its lock.
             await report(progress)
             await asyncio.sleep(JOB_LOCK_POLL_S)
-
-        writer = None
         try:
-            writer = await cache.writer(cache_entry(manifest))
+            await self._write(cache, manifest, lease, progress, report, job_id, gate)
+        except (StreamAborted, CacheWriteFailed, DependencyUnavailable) as exc:
+            raise BuildFailed(exc.message, retryable=_retryable(exc)) from exc
+        finally:
+            await asyncio.shield(lease.release())
+
+    async def _write(
+        self,
+        cache: ArchiveCache,
+        manifest: Manifest,
+        lease: Lease,
+        progress: Progress,
+        report: Report,
+        job_id: str,
+        gate: CommitGate | None,
+    ) -> None:
+        writer: CacheWriter | None = await cache.writer(cache_entry(manifest))
+        try:
             last = time.monotonic()
             async with contextlib.aclosing(self._streams.write(manifest, progress)) as chunks:
                 async for chunk in chunks:
+                    assert writer is not None
                     await writer.write(chunk)
                     if time.monotonic() - last >= JOB_PROGRESS_INTERVAL_S:
                         last = time.monotonic()
@@ -89,12 +116,24 @@ class ArchiveBuilder:
                         await report(progress)
             if not await lease.confirm():
                 raise BuildFailed("build lock lost", retryable=True)
-            await writer.commit()
-            writer = None
+            # The last moment a cancel can win; from here the commit runs to its end.
+            await self._claim(gate, job_id)
+            committing, writer = writer, None
+            assert committing is not None
+            try:
+                await settle(committing.commit())
+            except BaseException:
+                if gate is not None:
+                    await settle(gate.reopen(job_id))
+                raise
+            if gate is not None:
+                await settle(gate.committed(job_id))
             await report(progress)
-        except (StreamAborted, CacheWriteFailed, DependencyUnavailable) as exc:
-            raise BuildFailed(exc.message, retryable=_retryable(exc)) from exc
         finally:
             if writer is not None:
                 await writer.abort()
-            await asyncio.shield(lease.release())
+
+    @staticmethod
+    async def _claim(gate: CommitGate | None, job_id: str) -> None:
+        if gate is not None and not await gate.may_commit(job_id):
+            raise JobCancelled(f"job {job_id} was cancelled before its archive was committed")

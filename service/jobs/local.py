@@ -9,10 +9,18 @@ import time
 from dataclasses import dataclass
 
 from service.archive.manifest import Manifest
-from service.constants import DEFAULT_MAX_JOBS_PER_CLIENT, JOB_RETRIES, JOB_TTL_S, LOCAL_MAX_JOBS
-from service.exceptions import BuildFailed, UnknownJob
+from service.constants import (
+    DEFAULT_MAX_JOBS_PER_CLIENT,
+    JOB_CANCEL_POLL_S,
+    JOB_CANCEL_WAIT_S,
+    JOB_RETRIES,
+    JOB_TTL_S,
+    LOCAL_MAX_JOBS,
+)
+from service.exceptions import BuildFailed, JobCancelled, JobReady, UnknownJob
 from service.identity import UNAUTHENTICATED, Caller
 from service.jobs.build import ArchiveBuilder
+from service.jobs.gate import Gate, LocalCommitGate, settled_state
 from service.jobs.model import JobStatus, JobView
 from service.jobs.queue import backoff, job_id_for, too_many_jobs
 from service.metrics import JOB_SECONDS
@@ -41,6 +49,7 @@ class LocalJobQueue:
         self._max_per_client = max_per_client
         self._slots = asyncio.Semaphore(concurrency)
         self._jobs: dict[str, _LocalJob] = {}
+        self._gate = LocalCommitGate()
 
     async def submit(self, manifest: Manifest, caller: Caller = UNAUTHENTICATED) -> JobView:
         job_id = job_id_for(manifest.objects_id, caller.sub)
@@ -69,6 +78,7 @@ class LocalJobQueue:
         )
         job = _LocalJob(view)
         self._jobs[view.id] = job
+        await self._gate.forget(view.id)  # a new job of the id: nothing decided for it yet
         job.task = asyncio.create_task(self._run(view, manifest))
         self._prune()
         return view
@@ -84,7 +94,10 @@ class LocalJobQueue:
                     view.status, view.attempts, view.updated_at = JobStatus.RUNNING, attempt, time.time()
                     started = time.monotonic()
                     try:
-                        await self._builder.build(manifest, report)
+                        await self._builder.build(manifest, report, job_id=view.id, gate=self._gate)
+                    except JobCancelled:
+                        view.status = JobStatus.CANCELLED
+                        return
                     except BuildFailed as exc:
                         JOB_SECONDS.labels("failed").observe(time.monotonic() - started)
                         view.error = exc.message
@@ -113,13 +126,28 @@ class LocalJobQueue:
         return job.view
 
     async def cancel(self, job_id: str) -> JobView:
+        """Stop the build, unless its archive is committed already (`JobReady`): then the
+        job is ready, never `cancelled` over a committed cache object."""
         job = self._jobs.get(job_id)
         if job is None:
             raise UnknownJob(f"no job {job_id!r}")
-        if not job.view.status.terminal and job.task is not None:
-            job.view.status = JobStatus.CANCELLED
-            job.task.cancel()
-            await asyncio.gather(job.task, return_exceptions=True)
+        if job.view.status is JobStatus.READY:
+            raise JobReady(f"job {job_id} is ready: its archive is built")
+        if job.view.status.terminal or job.task is None:
+            return job.view
+        state = await self._gate.cancel(job_id)
+        if state is Gate.COMMITTING:
+            state = await settled_state(
+                self._gate, job_id, timeout_s=JOB_CANCEL_WAIT_S, poll_s=JOB_CANCEL_POLL_S
+            )
+            if state is Gate.OPEN:  # its commit failed: it may be cancelled after all
+                state = await self._gate.cancel(job_id)
+        if state is Gate.COMMITTED:
+            await asyncio.gather(job.task, return_exceptions=True)  # it is setting `ready`
+            raise JobReady(f"job {job_id} is ready: its archive was committed before the cancel")
+        job.view.status = JobStatus.CANCELLED
+        job.task.cancel()
+        await asyncio.gather(job.task, return_exceptions=True)  # its upload aborted by now
         return job.view
 
     async def recent(self, limit: int, caller: Caller = UNAUTHENTICATED) -> list[JobView]:

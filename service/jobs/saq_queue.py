@@ -19,12 +19,13 @@ from typing import Any
 from redis import asyncio as aioredis
 from saq import CronJob, Job, Worker
 from saq.job import Status
-from saq.queue.redis import RedisQueue
 from saq.types import Context, PartialTimersDict
 
 from service.archive.manifest import Manifest
 from service.constants import (
     JANITOR_INTERVAL_S,
+    JOB_CANCEL_POLL_S,
+    JOB_CANCEL_WAIT_S,
     JOB_RETRIES,
     JOB_RETRY_MAX_DELAY_S,
     JOB_TTL_S,
@@ -33,11 +34,13 @@ from service.constants import (
     REDIS_SOCKET_TIMEOUT_S,
     WORKER_SHUTDOWN_GRACE_S,
 )
-from service.exceptions import BuildFailed, DependencyUnavailable, UnknownJob
+from service.exceptions import BuildFailed, DependencyUnavailable, JobCancelled, JobReady, UnknownJob
 from service.identity import UNAUTHENTICATED, Caller
 from service.jobs.build import ArchiveBuilder
+from service.jobs.gate import CommitGate, Gate, RedisCommitGate, settled_state
 from service.jobs.model import JobStatus, JobView
 from service.jobs.queue import job_id_for, too_many_jobs
+from service.jobs.sweep import SweepSafeQueue
 from service.manifests import ManifestStore
 from service.metrics import JOB_SECONDS, REGISTRY
 from service.runtime import Runtime, open_runtime, redis_client
@@ -60,72 +63,9 @@ CLIENT_KEY_PREFIX = "zipedge:jobs:client:"
 CANCEL_MESSAGE = "cancelled by request"
 
 
-class SweepSafeQueue(RedisQueue):
-    """saq's Redis queue with a sweep that leaves a job in transit alone.
-
-    A worker dequeues with BLMOVE (queued list -> active list) and only then marks the job
-    active. saq's sweep takes any job in the active list that is not marked active for an
-    abandoned one, so a sweep landing in that gap aborts and re-enqueues a job a worker is
-    just starting: it runs twice, or drops out of every list and reads "running" forever.
-    Here such a job is swept only when this process's previous sweep saw it too (a sweep
-    interval later), so a worker that died in the gap still gets its job retried.
-    The rest is saq 0.26's sweep as written.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._in_transit: set[bytes] = set()
-
-    async def sweep(self, lock: int = 60, abort: float = 5.0) -> list[str]:
-        if not self._cleanup_script:
-            self._cleanup_script = self.redis.register_script(_SWEEP_SCRIPT)
-        id_jobs = await self._cleanup_script(keys=[self._sweep, self._active], args=[lock], client=self.redis)
-        seen_in_transit, self._in_transit = self._in_transit, set()
-        swept: list[bytes] = []
-        for job_id, job_bytes in id_jobs:
-            job = self.deserialize(job_bytes)
-            if job is None:
-                swept.append(job_id)
-                async with self.redis.pipeline(transaction=True) as pipe:
-                    pipe.lrem(self._active, 0, job_id)
-                    pipe.zrem(self._incomplete, job_id)
-                    await pipe.execute()
-                logger.info("sweeping missing job %s", job_id)
-                continue
-            if job.status in (Status.NEW, Status.QUEUED) and job_id not in seen_in_transit:
-                self._in_transit.add(job_id)  # dequeued, not started yet: look again next time
-                continue
-            if job.status == Status.ACTIVE and not job.stuck:
-                continue
-            logger.info("sweeping job %s (%s)", job.key, job.status)
-            swept.append(job_id)
-            await self.abort(job, error=self.swept_error_message)
-            try:
-                await job.refresh(abort)
-            except TimeoutError:
-                logger.info("could not abort job %s", job.key)
-            if job.retryable:
-                await self.retry(job, error=self.swept_error_message)
-            else:
-                await self.finish(job, Status.ABORTED, error=self.swept_error_message)
-        return [job_id.decode() for job_id in swept]
-
-
-#: saq's own: take the sweep lock for `lock` seconds, then read every active job.
-_SWEEP_SCRIPT = """
-local id_jobs = {}
-if redis.call('EXISTS', KEYS[1]) == 0 then
-    redis.call('SETEX', KEYS[1], ARGV[1], 1)
-    for i, v in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
-        id_jobs[i] = {v, redis.call('GET', v)}
-    end
-end
-return id_jobs
-"""
-
-
 class JobContext(Context, total=False):
     builder: ArchiveBuilder
+    gate: CommitGate
     manifests: ManifestStore
     runtime: Runtime
     uploads: Uploads
@@ -176,7 +116,10 @@ def _view(job: Job) -> JobView:
     }[job.status]
     error = meta.get("error")
     if job.status is Status.COMPLETE and isinstance(job.result, dict) and not job.result.get("ok", True):
-        status, error = JobStatus.FAILED, job.result.get("error")
+        cancelled = job.result.get("cancelled")
+        status, error = (
+            (JobStatus.CANCELLED, None) if cancelled else (JobStatus.FAILED, job.result.get("error"))
+        )
     if status is JobStatus.FAILED and not error:
         error = (job.error or "failed").strip().splitlines()[-1]
     return JobView(
@@ -207,6 +150,7 @@ class SaqJobQueue:
         # One client for the queue and our indexes, retrying once on a dropped connection.
         self._redis = redis_client(settings.redis_url, socket_timeout=REDIS_SOCKET_TIMEOUT_S * 5)
         self.queue = SweepSafeQueue(self._redis, name=QUEUE_NAME)
+        self._gate = RedisCommitGate(self._redis)
 
     async def _job(self, job_id: str) -> Job:
         try:
@@ -252,6 +196,8 @@ class SaqJobQueue:
             },
         )
         try:
+            if existing is not None:  # a finished job of this id: its gate is for the old one
+                await self._gate.forget(job_id)
             await self.queue.enqueue(job)  # None when the same job is already queued/running
             now = time.time()
             async with self._redis.pipeline(transaction=False) as pipe:
@@ -283,10 +229,38 @@ class SaqJobQueue:
         return _view(await self._job(job_id))
 
     async def cancel(self, job_id: str) -> JobView:
+        """Stop the build wherever it runs, unless its archive is committed already
+        (`JobReady`: the job is ready, never `cancelled` over a committed cache object).
+        Answers once the worker has stopped it (its upload aborted), within a few seconds."""
         job = await self._job(job_id)
-        if job.status not in (Status.COMPLETE, Status.FAILED, Status.ABORTED):
+        view = _view(job)
+        if view.status is JobStatus.READY:
+            raise JobReady(f"job {job_id} is ready: its archive is built")
+        if view.status.terminal:
+            return view
+        state = await self._gate.cancel(job_id)
+        if state is Gate.COMMITTING:
+            state = await settled_state(
+                self._gate, job_id, timeout_s=JOB_CANCEL_WAIT_S, poll_s=JOB_CANCEL_POLL_S
+            )
+            if state is Gate.OPEN:  # its commit failed: it may be cancelled after all
+                state = await self._gate.cancel(job_id)
+        if state is Gate.COMMITTED:
+            raise JobReady(f"job {job_id} is ready: its archive was committed before the cancel")
+        try:
             await self.queue.abort(job, CANCEL_MESSAGE)
-        return _view(await self._job(job_id))
+        except (OSError, aioredis.RedisError) as exc:
+            raise DependencyUnavailable(f"job queue: {exc}") from exc
+        return await self._stopped(job_id)
+
+    async def _stopped(self, job_id: str) -> JobView:
+        """The job once its worker has let go of it (or after JOB_CANCEL_WAIT_S)."""
+        deadline = time.monotonic() + JOB_CANCEL_WAIT_S
+        while True:
+            job = await self._job(job_id)
+            if job.status in (Status.ABORTED, Status.COMPLETE, Status.FAILED) or time.monotonic() > deadline:
+                return _view(job)
+            await asyncio.sleep(JOB_CANCEL_POLL_S)
 
     async def recent(self, limit: int, caller: Caller = UNAUTHENTICATED) -> list[JobView]:
         if caller.admin:
@@ -321,8 +295,10 @@ async def build_archive_job(ctx: JobContext, *, archive_id: str) -> dict[str, An
     started = time.monotonic()
     outcome = "cancelled"
     try:
-        await ctx["builder"].build(manifest, report)
+        await ctx["builder"].build(manifest, report, job_id=job.key, gate=ctx["gate"])
         outcome = "ready"
+    except JobCancelled:
+        return {"ok": False, "cancelled": True}
     except BuildFailed as exc:
         outcome = "failed"
         job.meta["error"] = exc.message
@@ -381,6 +357,8 @@ async def run_worker(
             dequeue_timeout=1.0,
         )
         worker.context["builder"] = ArchiveBuilder(runtime, streams)
+        assert runtime.redis is not None  # a worker needs ZIPEDGE_REDIS_URL
+        worker.context["gate"] = RedisCommitGate(runtime.redis)
         worker.context["manifests"] = runtime.manifests
         worker.context["runtime"] = runtime
         worker.context["uploads"] = uploads_of(runtime)

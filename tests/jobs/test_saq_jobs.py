@@ -263,3 +263,46 @@ async def test_a_failing_source_exhausts_retries(jobs: Jobs, service: str, tmp_p
     assert "503" in final["error"] or "unavailable" in final["error"].lower(), final["error"]
     assert gets >= 3
     assert await jobs.cache_keys() == [] and await jobs.uploads() == []
+
+
+@pytest.mark.parametrize("repeat", range(3))
+async def test_a_cancel_half_way_never_reads_cancelled_over_a_committed_archive(
+    jobs: Jobs, tmp_path: Path, repeat: int
+) -> None:
+    """The slowed-down storage of a real deployment: 60 x 1 MiB through a delaying proxy, a
+    real worker process, DELETE at about half the bytes. Whatever the ordering, `cancelled`
+    means no cache object and no multipart upload left, and `ready` means the object."""
+    semaphore = asyncio.Semaphore(16)
+    day = f"2025/02/{1 + repeat:02d}"
+
+    async def put(i: int) -> None:
+        async with semaphore:
+            await jobs.client.put_object(
+                Bucket=jobs.source_bucket, Key=f"photos/{day}/BIG{i:03d}.jpg", Body=os.urandom(1 << 20)
+            )
+
+    await asyncio.gather(*(put(i) for i in range(60)))
+    slow = jobs.slow_s3(delay_ms=30)
+    jobs.worker(AWS_ENDPOINT_URL=slow)
+    params = {"from": f"2025-02-{1 + repeat:02d}", "to": f"2025-02-{1 + repeat:02d}"}
+    with serve(create_app(Settings.from_env(jobs.env()))) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            accepted = await client.get("/v1/zip", params=params)
+            assert accepted.status_code == 202
+            job = accepted.json()
+            running = await poll(
+                client, job["status_url"], lambda j: j["status"] != "queued" and j["bytes_done"] > 0
+            )
+            while running["status"] == "running" and running["bytes_done"] < running["bytes_total"] // 2:
+                running = (await client.get(job["status_url"])).json()
+                await asyncio.sleep(0.05)
+            cancel = await client.delete(job["status_url"])
+            final = (await client.get(job["status_url"])).json()
+    keys = await jobs.cache_keys()
+    if cancel.status_code == 409:  # committed before the cancel: ready, and says so
+        assert cancel.json()["error"]["code"] == "job_ready"
+        assert final["status"] == "ready" and len(keys) == 1
+    else:
+        assert cancel.status_code == 200 and cancel.json()["status"] == "cancelled"
+        assert final["status"] == "cancelled"
+        assert keys == [] and await jobs.uploads() == []

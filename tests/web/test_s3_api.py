@@ -144,3 +144,38 @@ async def test_days_come_from_the_listings_archives_use(
     assert per_day["2025-01-04"] == (1, 1)
     assert body["archive"]["size"] == int(head.headers["content-length"])
     assert f'"{body["archive"]["id"]}"' == head.headers["etag"]
+
+
+async def test_what_one_process_learns_every_process_uses(
+    seaweedfs: SeaweedFS, s3_bucket: str, objects: dict[str, bytes], tmp_path: Path, redis_server: Any
+) -> None:
+    """Two service processes on one Redis, no cache: the first archive of a day (streamed
+    by one) has data descriptors; it taught the shared object index every CRC and bumped
+    the day, so the next archive, from the other process, has none, and seeks: a range
+    of it reads only the objects it overlaps."""
+    import redis
+
+    from tests.zipcheck import descriptor_flags
+
+    redis.Redis.from_url(redis_server.url).flushall()
+    params = {"from": "2025-01-01", "to": "2025-01-01"}
+    one = create_app(settings_for(seaweedfs, s3_bucket, tmp_path / "a", ZIPEDGE_REDIS_URL=redis_server.url))
+    two = create_app(settings_for(seaweedfs, s3_bucket, tmp_path / "b", ZIPEDGE_REDIS_URL=redis_server.url))
+    expected = {k: sha256(v) for k, v in sorted(objects.items()) if k.startswith("2025/01/01/")}
+    with serve(one) as url_one, serve(two) as url_two:
+        async with httpx.AsyncClient(timeout=60) as client:
+            first = await client.get(f"{url_one}/v1/zip", params=params)
+            await client.get(f"{url_two}/v1/zip", params=params)  # day cached there before the bump
+            await asyncio.sleep(0.3)  # another process's bump is seen within a quarter second
+            second = await client.get(f"{url_two}/v1/zip", params=params)
+            size = len(second.content)
+            part = await client.get(
+                f"{url_two}/v1/zip", params=params, headers={"Range": f"bytes={size - 5000}-"}
+            )
+    paths = []
+    for name, response in (("first", first), ("second", second)):
+        paths.append(tmp_path / f"{name}.zip")
+        paths[-1].write_bytes(response.content)
+        check_archive(paths[-1], expected)
+    assert all(descriptor_flags(paths[0])) and not any(descriptor_flags(paths[1]))
+    assert part.status_code == 206 and part.content == second.content[-5000:]
