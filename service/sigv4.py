@@ -25,6 +25,7 @@ import base64
 import functools
 import hashlib
 import hmac
+import re
 import time
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
@@ -44,20 +45,34 @@ class Credentials:
     session_token: str | None = None
 
 
+#: a path of unreserved characters and slashes is its own canonical form
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9_.~/-]*\Z").match
+
+
 def _hmac(key: bytes, message: str) -> bytes:
-    return hmac.new(key, message.encode("utf-8"), hashlib.sha256).digest()
+    return hmac.digest(key, message.encode("utf-8"), "sha256")
 
 
 def _encode(value: str) -> str:
     return quote(value, safe=_UNRESERVED)
 
 
+# The key depends only on the secret, the day and the region: four HMACs saved per signed
+# request (a stream of 1,000 photos signs 1,000 GETs).
+@functools.lru_cache(maxsize=16)
 def _signing_key(secret_key: str, day: str, region: str) -> bytes:
     key_date = _hmac(f"AWS4{secret_key}".encode(), day)
     return _hmac(_hmac(_hmac(key_date, region), "s3"), "aws4_request")
 
 
+@functools.lru_cache(maxsize=4)
+def _stamp(second: int) -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(second))
+
+
 def canonical_path(path: str) -> str:
+    if _PLAIN_PATH(path):
+        return path
     return "/".join(_encode(segment) for segment in path.split("/"))
 
 
@@ -77,35 +92,36 @@ def sign_get_headers(
     """Authorization headers for `GET path?query` at `host` (payload unsigned, as S3
     allows). Headers not signed here (Range, If-Match) may be added freely; the request
     must send the query exactly as `canonical_query` encodes it."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
+    stamp = _stamp(int(time.time() if now is None else now))
     day = stamp[:8]
     scope = f"{day}/{region}/s3/aws4_request"
+    token = credentials.session_token
+    # The signed headers in sorted order, written out: host, x-amz-content-sha256,
+    # x-amz-date, x-amz-security-token.
+    if token:
+        signed = "host;x-amz-content-sha256;x-amz-date;x-amz-security-token"
+        canonical_headers = (
+            f"host:{host}\nx-amz-content-sha256:UNSIGNED-PAYLOAD\nx-amz-date:{stamp}\n"
+            f"x-amz-security-token:{token}\n"
+        )
+    else:
+        signed = "host;x-amz-content-sha256;x-amz-date"
+        canonical_headers = f"host:{host}\nx-amz-content-sha256:UNSIGNED-PAYLOAD\nx-amz-date:{stamp}\n"
+    encoded_query = canonical_query(query) if query else ""
+    canonical_request = (
+        f"GET\n{canonical_path(path)}\n{encoded_query}\n{canonical_headers}\n{signed}\nUNSIGNED-PAYLOAD"
+    )
+    digest = hashlib.sha256(canonical_request.encode()).hexdigest()
+    string_to_sign = f"AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{digest}"
+    signature = hmac.digest(
+        _signing_key(credentials.secret_key, day, region), string_to_sign.encode(), "sha256"
+    ).hex()
     headers = {"x-amz-content-sha256": "UNSIGNED-PAYLOAD", "x-amz-date": stamp}
-    if credentials.session_token:
-        headers["x-amz-security-token"] = credentials.session_token
-    names = sorted(["host", *headers])
-    values = {"host": host, **headers}
-    canonical_headers = "".join(f"{name}:{values[name]}\n" for name in names)
-    signed = ";".join(names)
-    canonical_request = "\n".join(
-        [
-            "GET",
-            canonical_path(path),
-            canonical_query(query or {}),
-            canonical_headers,
-            signed,
-            "UNSIGNED-PAYLOAD",
-        ]
-    )
-    string_to_sign = "\n".join(
-        ["AWS4-HMAC-SHA256", stamp, scope, hashlib.sha256(canonical_request.encode()).hexdigest()]
-    )
-    signature = hmac.new(
-        _signing_key(credentials.secret_key, day, region), string_to_sign.encode(), hashlib.sha256
-    )
+    if token:
+        headers["x-amz-security-token"] = token
     headers["authorization"] = (
         f"AWS4-HMAC-SHA256 Credential={credentials.access_key}/{scope}, "
-        f"SignedHeaders={signed}, Signature={signature.hexdigest()}"
+        f"SignedHeaders={signed}, Signature={signature}"
     )
     return headers
 
