@@ -90,6 +90,12 @@ HTTP_MAX_REDIRECTS = 3
 #: writer must not queue behind object bodies.
 S3_POOL_HEADROOM = 8
 
+#: An idle keep-alive connection of the object GETs older than this is closed rather than
+#: reused (seconds): S3 closes idle connections after about 20 s, and a request written
+#: into a connection the server is closing fails (it is retried once, but costs a round
+#: trip). aiohttp's default keep-alive, which the GETs used before.
+HTTP1_KEEPALIVE_S = 15.0
+
 #: Default connect and per-read timeout towards S3 (seconds): a hung S3 (a blackholed
 #: network, a stuck gateway) fails a stream or /readyz this fast instead of hanging it.
 DEFAULT_S3_TIMEOUT_S = 10

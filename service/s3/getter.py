@@ -1,10 +1,11 @@
-"""The S3 data plane: object GETs and listings on a plain aiohttp pool, SigV4-signed here.
+"""The S3 data plane: object GETs and listings, SigV4-signed here, off botocore.
 
 aioboto3 remains the control plane (HEAD, multipart uploads, bucket settings), where its
 completeness matters more than its cost. Object bodies and listings are the hot path: a
-stream of 1,000 photos is 1,000 GETs, and botocore's per-request CPU (about 2 ms against
-0.3 ms here, see service/sigv4.py) would make a 2-core server CPU-bound long before the
-network.
+stream of 1,000 photos is 1,000 GETs, and botocore's per-request CPU (about 2 ms) would
+make a 2-core server CPU-bound long before the network. Object bodies go through the lean
+keep-alive client of `service/s3/http1.py` (aiohttp's per-request Python cost was most of
+a photo's CPU); listings, a few requests per day listed, through an aiohttp pool.
 
 Listings ask for `encoding-type=url`: a key holding a character XML 1.0 cannot carry
 (most C0 controls) would otherwise make the whole page unparseable, and with it the day.
@@ -12,9 +13,8 @@ Listings ask for `encoding-type=url`: a key holding a character XML 1.0 cannot c
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import datetime
 from urllib.parse import unquote_plus, urlsplit
 from xml.etree import ElementTree
@@ -25,6 +25,7 @@ from service.constants import READ_CHUNK_BYTES, S3_LIST_PAGE
 from service.exceptions import ObjectChanged, ObjectMissing, SourceError, SourceUnavailable
 from service.s3.credentials import CredentialsProvider
 from service.s3.errors import S3Error, classify, error_code_of
+from service.s3.http1 import Client, TransportError
 from service.sigv4 import canonical_path, canonical_query, sign_get_headers
 
 #: One listed object: (key, size, etag without quotes, mtime in seconds).
@@ -35,12 +36,14 @@ class ObjectGetter:
     def __init__(
         self,
         session: aiohttp.ClientSession,
+        http: Client,
         *,
         endpoint_url: str | None,
         region: str,
         credentials: CredentialsProvider,
     ) -> None:
         self._session = session
+        self._http = http
         self._region = region
         self._credentials = credentials
         if endpoint_url:
@@ -48,6 +51,11 @@ class ObjectGetter:
             self._scheme, self._host, self._path_style = parts.scheme, parts.netloc, True
         else:
             self._scheme, self._host, self._path_style = "https", f"s3.{region}.amazonaws.com", False
+
+    @property
+    def connections_opened(self) -> int:
+        """Connections the object GETs opened so far (tests: keep-alive reuse)."""
+        return self._http.connections_opened
 
     def _target(self, bucket: str, key: str) -> tuple[str, str]:
         if self._path_style:
@@ -68,25 +76,32 @@ class ObjectGetter:
             headers["range"] = f"bytes={offset}-{end}"
         if etag:
             headers["if-match"] = f'"{etag}"'
-        url = f"{self._scheme}://{host}{canonical_path(path)}"
         try:
-            async with self._session.get(url, headers=headers, auto_decompress=False) as response:
-                await _check(response, offset if "range" in headers else None, what)
-                remaining = int(response.headers.get("content-length", "-1"))
-                while remaining != 0:
-                    want = READ_CHUNK_BYTES if remaining < 0 else min(READ_CHUNK_BYTES, remaining)
-                    try:
-                        chunk = await response.content.readexactly(want)
-                    except asyncio.IncompleteReadError as exc:
-                        if remaining >= 0 or not exc.partial:
-                            raise SourceUnavailable(f"{what}: connection closed mid-body") from exc
-                        chunk = exc.partial  # no Content-Length: the body simply ended
-                        remaining = 0
-                    if remaining > 0:
-                        remaining -= len(chunk)
-                    yield chunk
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise SourceUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
+            response = await self._http.get(self._scheme, host, canonical_path(path), headers)
+        except TransportError as exc:
+            raise SourceUnavailable(f"{what}: {exc}") from exc
+        except ValueError as exc:  # a line break in the ETag: not a request to send
+            raise SourceError(f"{what}: {exc}") from exc
+        try:
+            await _check(
+                response.status, response.headers, response.read, offset if "range" in headers else None, what
+            )
+            remaining = int(response.headers.get("content-length", "-1"))
+            while remaining != 0:
+                want = READ_CHUNK_BYTES if remaining < 0 else min(READ_CHUNK_BYTES, remaining)
+                chunk = await response.read(want)
+                if len(chunk) < want:
+                    if remaining >= 0:
+                        raise SourceUnavailable(f"{what}: connection closed mid-body")
+                    if not chunk:
+                        return  # no Content-Length: the body simply ended
+                if remaining > 0:
+                    remaining -= len(chunk)
+                yield chunk
+        except TransportError as exc:
+            raise SourceUnavailable(f"{what}: {exc}") from exc
+        finally:
+            response.release()
 
     async def list(self, bucket: str, prefix: str, *, what: str) -> list[Row]:
         """ListObjectsV2, every page, in key order. Parsed with the C ElementTree:
@@ -107,7 +122,9 @@ class ObjectGetter:
             url = f"{self._scheme}://{host}{canonical_path(path)}?{canonical_query(query)}"
             try:
                 async with self._session.get(url, headers=headers) as response:
-                    await _check(response, None, what, listing=True)
+                    await _check(
+                        response.status, response.headers, response.content.read, None, what, listing=True
+                    )
                     body = await response.read()
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise SourceUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
@@ -141,18 +158,22 @@ def _parse_listing(body: bytes, found: list[Row], what: str) -> str:
 
 
 async def _check(
-    response: aiohttp.ClientResponse, offset: int | None, what: str, *, listing: bool = False
+    status: int,
+    headers: Mapping[str, str],
+    read: Callable[[int], Awaitable[bytes]],
+    offset: int | None,
+    what: str,
+    *,
+    listing: bool = False,
 ) -> None:
     """Raise the fitting SourceError for an answer that is not the body asked for.
+    `headers` answer `.get` for lower-case names; `read(n)` reads the error body;
     `offset`: a ranged GET from this byte (None: not ranged)."""
-    status = response.status
     if status in (200, 206):
-        if offset is not None and not response.headers.get("content-range", "").startswith(
-            f"bytes {offset}-"
-        ):
+        if offset is not None and not headers.get("content-range", "").startswith(f"bytes {offset}-"):
             raise SourceError(f"{what}: the server ignored the Range header")
         return
-    code = error_code_of(await response.content.read(2048), status)
+    code = error_code_of(await read(2048), status)
     kind = classify(status, code)
     if kind is S3Error.NO_BUCKET or (listing and kind is S3Error.NOT_FOUND):
         raise SourceError(f"{what}: the bucket does not exist (check ZIPEDGE_SOURCE)")
@@ -180,5 +201,12 @@ async def open_object_getter(
 ) -> AsyncIterator[ObjectGetter]:
     connector = aiohttp.TCPConnector(limit=max_connections, limit_per_host=max_connections)
     timeout = aiohttp.ClientTimeout(sock_connect=timeout_s, sock_read=timeout_s)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout, trust_env=False) as session:
-        yield ObjectGetter(session, endpoint_url=endpoint_url, region=region, credentials=credentials)
+    # Reading pauses once two chunks wait for the prefetcher: it reserves budget per chunk.
+    http = Client(limit=max_connections, timeout_s=timeout_s, high_water=2 * READ_CHUNK_BYTES)
+    try:
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout, trust_env=False) as session:
+            yield ObjectGetter(
+                session, http, endpoint_url=endpoint_url, region=region, credentials=credentials
+            )
+    finally:
+        await http.aclose()

@@ -152,3 +152,14 @@ async def test_a_poison_key_is_skipped_not_the_whole_day(s3: S3, s3_bucket: str)
     await _put_all(s3, s3_bucket, good + poison)
     listed = await S3Source(s3, bucket=s3_bucket, prefix="p").list("2025/01/02/")
     assert [o.key for o in listed] == ["2025/01/02/a.jpg", "2025/01/02/b.jpg"]
+
+
+async def test_object_gets_keep_their_connection_alive(s3: S3, s3_bucket: str) -> None:
+    """One after another, GETs reuse one connection (each new one costs a handshake and,
+    on loopback, more CPU than the GET)."""
+    await _put_all(s3, s3_bucket, [f"alive/{i}" for i in range(5)])
+    source = S3Source(s3, bucket=s3_bucket, prefix="alive")
+    opened = s3.getter.connections_opened
+    for i in range(5):
+        assert await read_all(source, str(i)) == f"alive/{i}".encode()
+    assert s3.getter.connections_opened - opened <= 1
