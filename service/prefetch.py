@@ -61,7 +61,7 @@ class Span:
 
 
 class _Slot:
-    __slots__ = ("buffered", "chunks", "done", "error", "ready", "received")
+    __slots__ = ("buffered", "chunks", "done", "error", "received", "waiter")
 
     def __init__(self) -> None:
         self.chunks: deque[bytes] = deque()
@@ -69,12 +69,54 @@ class _Slot:
         self.received = 0  # bytes handed over so far: where a retry resumes
         self.done = False
         self.error: BaseException | None = None
-        self.ready = asyncio.Event()
+        #: the writer waiting for this entry's next chunk, if it is
+        self.waiter: asyncio.Future[None] | None = None
+
+    def wake(self) -> None:
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+class _Room:
+    """Tasks waiting until a condition on the budget holds. Without a lock (one event loop,
+    and every change is synchronous): a change calls `changed()`, which wakes only the
+    waiters whose condition now holds; each checks it again when it runs."""
+
+    __slots__ = ("_waiters",)
+
+    def __init__(self) -> None:
+        self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
+
+    async def wait_for(self, holds: Callable[[], bool]) -> None:
+        while not holds():
+            future = asyncio.get_running_loop().create_future()
+            entry = (holds, future)
+            self._waiters.append(entry)
+            try:
+                await future
+            finally:
+                if entry in self._waiters:
+                    self._waiters.remove(entry)
+
+    def changed(self) -> None:
+        if not self._waiters:
+            return
+        still = []
+        for entry in self._waiters:
+            holds, future = entry
+            if holds():
+                if not future.done():
+                    future.set_result(None)
+            else:
+                still.append(entry)
+        self._waiters = still
 
 
 class Prefetcher:
-    """Use as `async with Prefetcher(...) as p:` then `async for chunk in p.chunks(i)` for
-    i = 0, 1, 2 ... in order. Leaving the block cancels every fetch at once."""
+    """Use as `async with Prefetcher(...) as p:` then, for i = 0, 1, 2 ... in order, either
+    `async for chunk in p.chunks(i)` or `p.take(i)` until it returns b"" (`await p.wait(i)`
+    when it returns None). Leaving the block cancels every fetch at once."""
 
     def __init__(
         self,
@@ -100,7 +142,7 @@ class Prefetcher:
         self._used = 0
         #: bytes of claimed entries the writer has not taken yet (admission, see _worker)
         self._outstanding = 0
-        self._room = asyncio.Condition()
+        self._room = _Room()
         self._tasks: list[asyncio.Task[None]] = []
         #: reads resumed after a failure (for metrics and tests)
         self.retries = 0
@@ -135,35 +177,52 @@ class Prefetcher:
 
     # -- consumer side --------------------------------------------------------------------
 
-    async def chunks(self, index: int) -> AsyncGenerator[bytes, None]:
-        """Entry `index`'s bytes, in order; raises StreamAborted if it cannot be read."""
+    def take(self, index: int) -> bytes | None:
+        """Entry `index`'s next chunk if it is here, b"" once the entry is over (the next
+        one is then the head), None if it has not arrived yet (`await wait(index)`).
+        Raises StreamAborted if the entry cannot be read."""
         if index != self._head:
             raise RuntimeError("entries must be consumed in order")
         slot = self._slots[index]
-        while True:
-            if slot.chunks:
-                chunk = slot.chunks.popleft()
-                slot.buffered -= len(chunk)
-                await self._release(len(chunk))
-                yield chunk
-                continue
-            if slot.error is not None:
-                entry = self._spans[index].entry
-                message = getattr(slot.error, "message", str(slot.error))
-                raise StreamAborted(f"cannot read {entry.ref!r}: {message}") from slot.error
-            if slot.done:
-                break
-            slot.ready.clear()
-            await slot.ready.wait()
-        async with self._room:
+        if slot.chunks:
+            chunk = slot.chunks.popleft()
+            n = len(chunk)
+            slot.buffered -= n
+            self._used -= n
+            self._outstanding -= n
+            self._room.changed()
+            return chunk
+        if slot.error is not None:
+            entry = self._spans[index].entry
+            message = getattr(slot.error, "message", str(slot.error))
+            raise StreamAborted(f"cannot read {entry.ref!r}: {message}") from slot.error
+        if slot.done:
             self._head = index + 1
-            self._room.notify_all()
+            self._room.changed()
+            return b""
+        return None
 
-    async def _release(self, n: int) -> None:
-        self._used -= n
-        self._outstanding -= n
-        async with self._room:
-            self._room.notify_all()
+    async def wait(self, index: int) -> None:
+        """Until entry `index` has a chunk, is over or failed."""
+        slot = self._slots[index]
+        if slot.chunks or slot.done or slot.error is not None:
+            return
+        slot.waiter = asyncio.get_running_loop().create_future()
+        try:
+            await slot.waiter
+        finally:
+            slot.waiter = None
+
+    async def chunks(self, index: int) -> AsyncGenerator[bytes, None]:
+        """Entry `index`'s bytes, in order; raises StreamAborted if it cannot be read."""
+        while True:
+            chunk = self.take(index)
+            if chunk is None:
+                await self.wait(index)
+            elif chunk:
+                yield chunk
+            else:
+                return
 
     # -- worker side --------------------------------------------------------------------
 
@@ -174,8 +233,7 @@ class Prefetcher:
 
     async def _reserve(self, index: int, n: int) -> None:
         if not self._fits(index, n):
-            async with self._room:
-                await self._room.wait_for(lambda: self._fits(index, n))
+            await self._room.wait_for(lambda: self._fits(index, n))
         self._used += n
         self.peak_buffered = max(self.peak_buffered, self._used)
 
@@ -192,8 +250,7 @@ class Prefetcher:
             # each be partly read, the budget full of their heads, and the one the writer
             # needs would crawl at a 1/N share of the bandwidth.
             if not self._admissible():
-                async with self._room:
-                    await self._room.wait_for(self._admissible)
+                await self._room.wait_for(self._admissible)
             if self._next >= len(self._spans):
                 return
             index = self._next
@@ -209,7 +266,7 @@ class Prefetcher:
             except Exception as exc:  # handed to the writer, which aborts the stream
                 SOURCE_ERRORS.labels(getattr(exc, "code", type(exc).__name__)).inc()
                 slot.error = exc
-            slot.ready.set()
+            slot.wake()
             if slot.error is not None:
                 return  # the stream is over; the writer will stop at this entry
 
@@ -272,7 +329,7 @@ class Prefetcher:
                 slot.received += len(chunk)
                 slot.chunks.append(chunk)
                 slot.buffered += len(chunk)
-                slot.ready.set()
+                slot.wake()
             if stop is not None:
                 return  # a part: what follows is none of this span's business
             # The object must end where the manifest says; a longer one changed.
