@@ -13,6 +13,7 @@ from typing import Any
 
 from service import __version__
 from service.exceptions import ConfigError, RequestError
+from service.malloc import keep_freed_memory
 from service.settings import Settings
 
 
@@ -31,6 +32,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     url = f"http://{args.host}:{args.port}"
     print(f"zipedge: serving {settings.source} on {url}", file=sys.stderr, flush=True)
+    keep_freed_memory()
     uvicorn.run(
         create_app(settings),
         host=args.host,
@@ -109,6 +111,7 @@ def _worker(args: argparse.Namespace) -> int:
     print(
         f"zipedge worker: {concurrency} jobs at a time from {settings.redis_url}", file=sys.stderr, flush=True
     )
+    keep_freed_memory()
     asyncio.run(
         run_worker(settings, concurrency=concurrency, burst=args.burst, metrics_port=args.metrics_port)
     )

@@ -45,6 +45,17 @@ PREFETCH_HEAD_ALLOWANCE_BYTES = 2 * READ_CHUNK_BYTES
 #: here yet. So the writer holds less than this plus one chunk beside the budget.
 WRITE_COALESCE_BYTES = READ_CHUNK_BYTES
 
+#: glibc serves allocations from this size up from their own mappings (bytes; its default
+#: starts at 128 KiB): a stream's chunks, records and joined sends are all below it, so
+#: they come from the heap and reuse freed memory (service/malloc.py).
+MALLOC_MMAP_THRESHOLD_BYTES = 16 * MiB
+
+#: glibc gives the free top of its heap back to the kernel beyond this (bytes; default
+#: 128 KiB): high enough that a stream's freed chunks stay for the next ones instead of
+#: page-faulting back in, low enough that an idle process returns what a burst of
+#: concurrent streams used.
+MALLOC_TRIM_THRESHOLD_BYTES = 128 * MiB
+
 #: Attempts to read one object (first try included) before a stream is aborted. A retry
 #: resumes from the first byte not yet received (Range), never from zero.
 FETCH_ATTEMPTS = 4
