@@ -9,7 +9,8 @@ object index the CRCs), the rounds stream the range from every service in turn, 
 reversed every other round, so that each figure of a round saw the same machine load; the
 archives are checked member by member at the end. Printed per revision: every round's
 service CPU ms/object (user + system of the service process, as `python -m bench`
-measures it) and its median, min and max, and the median wall time.
+measures it) and its median, min and max, the median of its kernel-mode part, and the
+median wall time.
 
 Only `service/` comes from the revision: the bench, the venv and its dependencies are the
 work tree's, so a revision that needs another dependency cannot be compared this way.
@@ -60,6 +61,7 @@ async def run(args: argparse.Namespace) -> int:
     logs = ROOT / "var" / "bench" / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     figures: dict[str, list[float]] = {rev: [] for rev in args.revs}
+    kernel: dict[str, list[float]] = {rev: [] for rev in args.revs}
     walls: dict[str, list[float]] = {rev: [] for rev in args.revs}
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="zipedge-ab-")))
@@ -92,6 +94,7 @@ async def run(args: argparse.Namespace) -> int:
                     stream = await sessions[rev].run()
                     ms = stream.cpu_s["service"] / ds.count * 1e3
                     figures[rev].append(ms)
+                    kernel[rev].append(stream.cpu_system_s.get("service", 0.0) / ds.count * 1e3)
                     walls[rev].append(stream.total_s)
                     print(
                         f"round {round_ + 1} {rev}: {ms:.3f} ms/object, {stream.total_s:.2f} s",
@@ -105,7 +108,8 @@ async def run(args: argparse.Namespace) -> int:
         values = figures[rev]
         print(
             f"  {rev}: median {statistics.median(values):.3f} (min {min(values):.3f}, max {max(values):.3f}; "
-            f"{' '.join(f'{v:.3f}' for v in values)}), wall median {statistics.median(walls[rev]):.2f} s"
+            f"{' '.join(f'{v:.3f}' for v in values)}), kernel {statistics.median(kernel[rev]):.3f}; "
+            f"wall median {statistics.median(walls[rev]):.2f} s"
         )
     return 0
 
