@@ -8,7 +8,6 @@ subclasses (and `ObjectNotFound`/`InvalidKey` for a bad key at stat time).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -82,13 +81,20 @@ def listable(key: str, *, where: str) -> bool:
     return True
 
 
-@contextlib.asynccontextmanager
-async def closing(stream: AsyncIterator[bytes]) -> AsyncIterator[AsyncIterator[bytes]]:
+class closing:
     """Like `contextlib.aclosing` for any byte iterator: an abandoned read (client gone,
-    stream aborted) closes its generator at once, which releases the connection."""
-    try:
-        yield stream
-    finally:
-        aclose = getattr(stream, "aclose", None)
+    stream aborted) closes its generator at once, which releases the connection. A class,
+    not a generator-based context manager: it is entered once or twice per object."""
+
+    __slots__ = ("_stream",)
+
+    def __init__(self, stream: AsyncIterator[bytes]) -> None:
+        self._stream = stream
+
+    async def __aenter__(self) -> AsyncIterator[bytes]:
+        return self._stream
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        aclose = getattr(self._stream, "aclose", None)
         if aclose is not None:
             await aclose()
