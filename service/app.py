@@ -19,6 +19,7 @@ from service.quotas import Quotas
 from service.runtime import Runtime, open_runtime
 from service.settings import Settings
 from service.streams import Streams
+from service.tracing import TracingMiddleware
 from service.uploads import Uploads, uploads_of
 from service.web.auth import AuthMiddleware
 from service.web.errors import exception_handlers
@@ -105,6 +106,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
         routes=routes,
         exception_handlers=exception_handlers,
         # Outermost first: refused requests are counted too.
-        middleware=[Middleware(MetricsMiddleware), Middleware(AuthMiddleware, settings=settings)],
+        middleware=[
+            Middleware(TracingMiddleware),
+            Middleware(MetricsMiddleware),
+            Middleware(AuthMiddleware, settings=settings),
+        ],
         lifespan=lifespan,
     )

@@ -11,10 +11,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from service import __version__
+from service import __version__, tracing
 from service.exceptions import ConfigError, RequestError
+from service.logs import configure as configure_logging
+from service.logs import uvicorn_log_config
 from service.malloc import keep_freed_memory
-from service.settings import Settings
+from service.settings import Settings, log_format_of
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -31,17 +33,25 @@ def _serve(args: argparse.Namespace) -> int:
         )
         return 2
     url = f"http://{args.host}:{args.port}"
-    print(f"zipedge: serving {settings.source} on {url}", file=sys.stderr, flush=True)
+    _say(f"zipedge: serving {settings.source} on {url}")
     keep_freed_memory()
-    uvicorn.run(
-        create_app(settings),
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        access_log=args.access_log,
-        timeout_graceful_shutdown=10,
-        **server_limits(settings),
-    )
+    options: dict[str, Any] = dict(server_limits(settings))
+    log_config = uvicorn_log_config(settings.log_format, args.log_level)
+    if log_config is not None:
+        options["log_config"] = log_config  # else uvicorn's own text format, as always
+    tracing.setup(settings.otel_endpoint, settings.otel_service_name)
+    try:
+        uvicorn.run(
+            create_app(settings),
+            host=args.host,
+            port=args.port,
+            log_level=args.log_level,
+            access_log=args.access_log,
+            timeout_graceful_shutdown=10,
+            **options,
+        )
+    finally:
+        tracing.shutdown()  # the spans still batched
     return 0
 
 
@@ -108,13 +118,15 @@ def _worker(args: argparse.Namespace) -> int:
         print("zipedge worker: set ZIPEDGE_REDIS_URL (jobs are shared through Redis)", file=sys.stderr)
         return 2
     concurrency = args.concurrency if args.concurrency is not None else settings.worker_concurrency
-    print(
-        f"zipedge worker: {concurrency} jobs at a time from {settings.redis_url}", file=sys.stderr, flush=True
-    )
+    _say(f"zipedge worker: {concurrency} jobs at a time from {settings.redis_url}")
     keep_freed_memory()
-    asyncio.run(
-        run_worker(settings, concurrency=concurrency, burst=args.burst, metrics_port=args.metrics_port)
-    )
+    tracing.setup(settings.otel_endpoint, settings.otel_service_name)
+    try:
+        asyncio.run(
+            run_worker(settings, concurrency=concurrency, burst=args.burst, metrics_port=args.metrics_port)
+        )
+    finally:
+        tracing.shutdown()
     return 0
 
 
@@ -269,13 +281,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_log_format = "text"
+
+
+def _say(message: str, level: int = logging.INFO) -> None:
+    """A line for whoever runs the command, on stderr; a log record when the logs are JSON,
+    so that every line of the output is one JSON object."""
+    if _log_format == "json":
+        logging.getLogger("zipedge").log(level, message)
+    else:
+        print(message, file=sys.stderr, flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    global _log_format
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        _log_format = log_format_of()
+        configure_logging(_log_format)
         code: int = args.func(args)
     except ConfigError as exc:
-        print(f"zipedge: configuration error: {exc.message}", file=sys.stderr)
+        _say(f"zipedge: configuration error: {exc.message}", logging.ERROR)
         return 2
     except RequestError as exc:  # e.g. `zipedge index --from` not a day
         print(f"zipedge {args.command}: {exc.message}", file=sys.stderr)

@@ -29,6 +29,7 @@ from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
+from service import tracing
 from service.archive.manifest import Manifest, is_archive_id
 from service.archive.names import content_disposition
 from service.archive.ranges import ByteRange, if_range_holds, parse_range
@@ -121,12 +122,17 @@ class Downloads:
     # --- selections ----------------------------------------------------------------------
 
     async def resolve_range(self, selection: DateRange) -> Manifest:
-        return await self._resolver.date_range(selection)
+        with tracing.span("resolve", {"zipedge.selection": f"{selection.start}..{selection.end}"}):
+            manifest = await self._resolver.date_range(selection)
+            tracing.set_attributes({"zipedge.entries": len(manifest.entries), "zipedge.size": manifest.size})
+            return manifest
 
     async def resolve_posted(self, body: Any, caller: Caller = UNAUTHENTICATED) -> Manifest:
         """A `POST /v1/archives` body; the manifest is stored so its URL works anywhere,
         as the caller's (counted against its client's quota of stored archives)."""
-        manifest = await self._resolver.posted(body)
+        with tracing.span("resolve", {"zipedge.selection": "posted"}):
+            manifest = await self._resolver.posted(body)
+            tracing.set_attributes({"zipedge.entries": len(manifest.entries), "zipedge.size": manifest.size})
         await self._runtime.manifests.put(manifest, owner=caller)
         return manifest
 
@@ -210,7 +216,9 @@ class Downloads:
         if cache is None:
             return None, False
         try:
-            found = await cache.lookup(manifest.objects_id)
+            with tracing.span("cache lookup", {"zipedge.objects_id": manifest.objects_id}):
+                found = await cache.lookup(manifest.objects_id)
+                tracing.set_attributes({"zipedge.cache.hit": found is not None})
         except CacheMisconfigured as exc:
             CACHE_MISCONFIGURED.inc()
             now = time.monotonic()

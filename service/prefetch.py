@@ -22,7 +22,9 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 import anyio
+from opentelemetry.context import Context
 
+from service import tracing
 from service.archive.manifest import Entry
 from service.constants import (
     FETCH_ATTEMPTS,
@@ -128,8 +130,11 @@ class Prefetcher:
         attempts: int = FETCH_ATTEMPTS,
         backoff_base: float = FETCH_BACKOFF_BASE_S,
         backoff_max: float = FETCH_BACKOFF_MAX_S,
+        trace: Context | None = None,
     ) -> None:
         self._spans = spans
+        #: the parent of a span per fetch (the stream's); None: no fetch spans at all
+        self._trace = trace
         self._open = open_
         self._concurrency = max(1, concurrency)
         self._budget = max(budget, READ_CHUNK_BYTES)
@@ -271,6 +276,26 @@ class Prefetcher:
                 return  # the stream is over; the writer will stop at this entry
 
     async def _fetch(self, index: int, slot: _Slot) -> None:
+        if self._trace is None:
+            await self._fetch_untraced(index, slot)
+            return
+        span = self._spans[index]
+        fetch = tracing.start(
+            "fetch",
+            {"zipedge.key": span.entry.ref, "zipedge.offset": span.start, "zipedge.length": span.size},
+            parent=self._trace,
+        )
+        retries = self.retries
+        try:
+            await self._fetch_untraced(index, slot)
+        except BaseException as exc:
+            tracing.end(
+                fetch, {"zipedge.bytes": slot.received, "zipedge.retries": self.retries - retries}, error=exc
+            )
+            raise
+        tracing.end(fetch, {"zipedge.bytes": slot.received, "zipedge.retries": self.retries - retries})
+
+    async def _fetch_untraced(self, index: int, slot: _Slot) -> None:
         span = self._spans[index]
         entry = span.entry
         failures = 0

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
+from service import tracing
 from service.archive.manifest import Candidate, Kind, Manifest, build_manifest
 from service.archive.names import validate_key
 from service.archive.selection import DateRange
@@ -153,7 +154,9 @@ class Resolver:
         self._memo = _ManifestMemo()
 
     async def date_range(self, selection: DateRange) -> Manifest:
-        listings = tuple(await self._listings.list_days(selection.prefixes()))
+        prefixes = selection.prefixes()
+        with tracing.span("listing", {"zipedge.days": len(prefixes)}):
+            listings = tuple(await self._listings.list_days(prefixes))
         filename = selection.filename()
         if not self._listings.stable:
             return await self._build(selection, [info for day in listings for info in day])
@@ -219,7 +222,9 @@ class Resolver:
             return {}
         wanted = {key for prefix in prefixes for key in by_day[prefix]}
         found: dict[tuple[Kind, str], ObjectInfo] = {}
-        for listing in await self._listings.list_days(prefixes):
+        with tracing.span("listing", {"zipedge.days": len(prefixes)}):
+            listings = await self._listings.list_days(prefixes)
+        for listing in listings:
             for info in listing:
                 if info.key in wanted:
                     found["key", info.key] = info

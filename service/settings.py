@@ -101,6 +101,13 @@ class Settings:
     manifest_ttl_s: int = constants.DEFAULT_MANIFEST_TTL_S
     auth: AuthSettings = field(default_factory=AuthSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    # --- observability (see `_observability_settings`) ---
+    #: "text" or "json": one JSON object per log line (ZIPEDGE_LOG_FORMAT)
+    log_format: str = "text"
+    #: the OTLP/HTTP collector's base URL; "" = no traces (OTEL_EXPORTER_OTLP_ENDPOINT)
+    otel_endpoint: str = ""
+    #: the service name on every span (OTEL_SERVICE_NAME)
+    otel_service_name: str = "zipedge"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *, cwd: Path | None = None) -> Settings:
@@ -164,6 +171,7 @@ class Settings:
             manifest_ttl_s=integer("ZIPEDGE_MANIFEST_TTL_S", constants.DEFAULT_MANIFEST_TTL_S, 60),
             auth=AuthSettings.from_env(env),
             limits=LimitSettings.from_env(env),
+            **_observability_settings(env),
         )
 
     @property
@@ -226,6 +234,24 @@ def _staging_location(env: Environment, source: Location) -> Location:
             "ZIPEDGE_STAGING: must not be the source root or under a day prefix (YYYY/MM/DD/) of it"
         )
     return staging
+
+
+LOG_FORMATS = ("text", "json")
+
+
+def log_format_of(environ: Mapping[str, str] | None = None) -> str:
+    """ZIPEDGE_LOG_FORMAT alone: the CLI sets up logging before any other setting is read
+    (and for commands that need no other)."""
+    return Environment(os.environ if environ is None else environ).choice("ZIPEDGE_LOG_FORMAT", LOG_FORMATS)
+
+
+def _observability_settings(env: Environment) -> dict[str, Any]:
+    return {
+        "log_format": env.choice("ZIPEDGE_LOG_FORMAT", LOG_FORMATS),
+        # The standard OpenTelemetry variables, so a collector's usual setup applies.
+        "otel_endpoint": env.url("OTEL_EXPORTER_OTLP_ENDPOINT", ("http", "https")).rstrip("/"),
+        "otel_service_name": env.text("OTEL_SERVICE_NAME") or "zipedge",
+    }
 
 
 def _upload_settings(env: Environment, source: Location) -> dict[str, Any]:

@@ -16,6 +16,8 @@ import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, Sequence
 
+from opentelemetry.context import Context
+
 from service.archive.layout import Layout, Piece
 from service.archive.manifest import Manifest
 from service.archive.ranges import ByteRange
@@ -89,6 +91,7 @@ async def write_slice(
     concurrency: int,
     budget: int,
     learned: Learned,
+    trace: Context | None = None,
 ) -> AsyncGenerator[bytes, None]:
     """Archive bytes `window.start` to `window.stop`. `known[i]` is member i's CRC-32 when
     known (the manifest's, or the index's since); `learned` hears the CRCs computed here."""
@@ -107,7 +110,9 @@ async def write_slice(
     spans = [Span(entries[p.index], p.start, p.stop) for p in pieces if p.kind == "data"]
     sent = 0
     try:
-        async with Prefetcher(spans, open_, concurrency=concurrency, budget=budget) as prefetcher:
+        async with Prefetcher(
+            spans, open_, concurrency=concurrency, budget=budget, trace=trace
+        ) as prefetcher:
             data_index = 0
             for piece in pieces:
                 async for block in _piece_bytes(piece, data_index, layout, prefetcher, crcs, whole, learned):

@@ -24,6 +24,9 @@ import contextlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 
+from opentelemetry.trace import Span
+
+from service import tracing
 from service.archive.manifest import Manifest
 from service.archive.ranges import ByteRange
 from service.cache.base import CacheEntry, settle
@@ -74,6 +77,9 @@ class Streams:
     ) -> AsyncGenerator[bytes, None]:
         """The archive's bytes, untee'd: `StreamAborted` if an object cannot be read."""
         lessons = _Lessons(self._runtime, manifest)
+        progress = progress or Progress()
+        span = _stream_span(manifest, "archive")
+        failed: BaseException | None = None
         try:
             writing = write_archive(
                 manifest,
@@ -82,11 +88,16 @@ class Streams:
                 budget=self._settings.prefetch_bytes,
                 progress=progress,
                 learned=lessons.learned,
+                trace=tracing.child_context(span),
             )
             async with contextlib.aclosing(writing) as chunks:
                 async for chunk in chunks:
                     yield chunk
+        except BaseException as exc:
+            failed = exc
+            raise
         finally:
+            _end_stream_span(span, progress.bytes_done, progress.entries_done, failed)
             await settle(lessons.record())
 
     async def slice(
@@ -95,6 +106,9 @@ class Streams:
         """Exactly the bytes of `window`, never teed (a part of an archive is no archive)."""
         self.active += 1
         lessons = _Lessons(self._runtime, manifest)
+        span = _stream_span(manifest, "range", {"zipedge.range": f"{window.start}-{window.stop - 1}"})
+        sent = 0
+        failed: BaseException | None = None
         try:
             slicing = write_slice(
                 manifest,
@@ -104,12 +118,18 @@ class Streams:
                 concurrency=self._settings.fetch_concurrency,
                 budget=self._settings.prefetch_bytes,
                 learned=lessons.learned,
+                trace=tracing.child_context(span),
             )
             async with contextlib.aclosing(slicing) as chunks:
                 async for chunk in chunks:
+                    sent += len(chunk)
                     yield chunk
+        except BaseException as exc:
+            failed = exc
+            raise
         finally:
             self.active -= 1
+            _end_stream_span(span, sent, None, failed)
             await settle(lessons.record())
 
     async def stream(self, manifest: Manifest, *, tee: bool = True) -> AsyncIterator[bytes]:
@@ -167,6 +187,36 @@ class Streams:
             build.detach(finish=False)
             build.tee.drop("shutting down")
         await asyncio.gather(*(b.wait() for b in builds), return_exceptions=True)
+
+
+def _stream_span(manifest: Manifest, kind: str, extra: tracing.Attributes | None = None) -> Span | None:
+    """The "stream" span of one write (None when tracing is off): not made current, since
+    the write is an async generator; its fetches are its children."""
+    return tracing.start(
+        "stream",
+        {
+            "zipedge.kind": kind,
+            "zipedge.archive_id": manifest.archive_id,
+            "zipedge.entries": len(manifest.entries),
+            "zipedge.size": manifest.size,
+            **(extra or {}),
+        },
+    )
+
+
+def _end_stream_span(span: Span | None, sent: int, entries: int | None, failed: BaseException | None) -> None:
+    if span is None:
+        return
+    if failed is None:
+        outcome = "complete"
+    elif isinstance(failed, GeneratorExit | asyncio.CancelledError):
+        outcome, failed = "stopped", None  # the client left, or the build was stopped
+    else:
+        outcome = "aborted"
+    attributes: dict[str, str | int] = {"zipedge.bytes": sent, "zipedge.outcome": outcome}
+    if entries is not None:
+        attributes["zipedge.entries_done"] = entries
+    tracing.end(span, attributes, error=failed)
 
 
 class _Lessons:

@@ -24,6 +24,8 @@ except ImportError:  # pragma: no cover - a platform without isal wheels
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 
+from opentelemetry.context import Context
+
 from service.archive.manifest import Entry, Manifest
 from service.constants import WRITE_COALESCE_BYTES
 from service.exceptions import StreamAborted
@@ -61,7 +63,9 @@ async def write_archive(
     budget: int,
     progress: Progress | None = None,
     learned: Learned | None = None,
+    trace: Context | None = None,
 ) -> AsyncGenerator[bytes, None]:
+    """`trace`: the parent of a span per fetch (None: none)."""
     layout = manifest.layout
     progress = progress or Progress()
     progress.bytes_total = layout.size
@@ -70,7 +74,7 @@ async def write_archive(
     pending: list[bytes] = []  # joined into one piece when it is sent
     size = 0
     spans = [Span.whole(entry) for entry in manifest.entries]
-    async with Prefetcher(spans, open_, concurrency=concurrency, budget=budget) as prefetcher:
+    async with Prefetcher(spans, open_, concurrency=concurrency, budget=budget, trace=trace) as prefetcher:
         for index, entry in enumerate(manifest.entries):
             header = layout.local_header(index)
             pending.append(header)

@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from enum import StrEnum
 
+from service import tracing
 from service.cache.base import CacheWriter
 from service.cache.lock import Lease
 from service.constants import BUILD_CLIENT_QUEUE_CHUNKS
@@ -115,7 +116,9 @@ class Tee:
                     if not await self._lease.confirm():
                         self.drop("build lock lost")
                         break
-                    published = await self._writer.commit()
+                    with tracing.span("tee commit", {"zipedge.objects_id": self._archive_id}):
+                        published = await self._writer.commit()
+                        tracing.set_attributes({"zipedge.published": published})
                     self.outcome = TeeOutcome.COMMITTED if published else TeeOutcome.EXISTS
                     return
                 self._wake.clear()

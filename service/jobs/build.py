@@ -10,8 +10,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
+from service import tracing
 from service.archive.manifest import Manifest
 from service.cache.base import ArchiveCache, CacheWriter, settle
 from service.cache.lock import Lease
@@ -61,11 +62,35 @@ class ArchiveBuilder:
             raise BuildFailed(exc.message, retryable=_retryable(exc)) from exc
 
     async def build(
-        self, manifest: Manifest, report: Report, *, job_id: str = "", gate: CommitGate | None = None
+        self,
+        manifest: Manifest,
+        report: Report,
+        *,
+        job_id: str = "",
+        gate: CommitGate | None = None,
+        queued_at: float | None = None,
+        trace: Mapping[str, str] | None = None,
     ) -> None:
         """Return once the archive is in the cache; raise BuildFailed otherwise, or
         JobCancelled when `gate` says job `job_id` was cancelled before the commit. `report`
-        is awaited about once a second (it is the heartbeat too)."""
+        is awaited about once a second (it is the heartbeat too).
+
+        Traced as a "job" span (a child of the submitting request's trace when `trace`
+        carries it) with "queued" (since `queued_at`, seconds since the epoch), "build" and
+        "commit" children."""
+        started = time.time()
+        attributes: tracing.Attributes = {
+            "zipedge.job_id": job_id,
+            "zipedge.archive_id": manifest.archive_id,
+            "zipedge.entries": len(manifest.entries),
+            "zipedge.size": manifest.size,
+        }
+        with tracing.span("job", attributes, parent=tracing.extract(trace), start_time_s=queued_at):
+            if queued_at is not None:
+                tracing.end(tracing.start("queued", start_time_s=queued_at), end_time_s=started)
+            await self._build(manifest, report, job_id, gate)
+
+    async def _build(self, manifest: Manifest, report: Report, job_id: str, gate: CommitGate | None) -> None:
         cache = self._runtime.cache
         if cache is None:
             raise BuildFailed("no cache is configured (ZIPEDGE_CACHE): jobs need one", retryable=False)
@@ -105,15 +130,16 @@ class ArchiveBuilder:
         writer: CacheWriter | None = await cache.writer(cache_entry(manifest))
         try:
             last = time.monotonic()
-            async with contextlib.aclosing(self._streams.write(manifest, progress)) as chunks:
-                async for chunk in chunks:
-                    assert writer is not None
-                    await writer.write(chunk)
-                    if time.monotonic() - last >= JOB_PROGRESS_INTERVAL_S:
-                        last = time.monotonic()
-                        if lease.lost.is_set():
-                            raise BuildFailed("build lock lost", retryable=True)
-                        await report(progress)
+            with tracing.span("build"):
+                async with contextlib.aclosing(self._streams.write(manifest, progress)) as chunks:
+                    async for chunk in chunks:
+                        assert writer is not None
+                        await writer.write(chunk)
+                        if time.monotonic() - last >= JOB_PROGRESS_INTERVAL_S:
+                            last = time.monotonic()
+                            if lease.lost.is_set():
+                                raise BuildFailed("build lock lost", retryable=True)
+                            await report(progress)
             if not await lease.confirm():
                 raise BuildFailed("build lock lost", retryable=True)
             # The last moment a cancel can win; from here the commit runs to its end.
@@ -121,7 +147,8 @@ class ArchiveBuilder:
             committing, writer = writer, None
             assert committing is not None
             try:
-                await settle(committing.commit())
+                with tracing.span("commit"):
+                    await settle(committing.commit())
             except BaseException:
                 if gate is not None:
                     await settle(gate.reopen(job_id))

@@ -94,7 +94,13 @@ class LocalJobQueue:
                     view.status, view.attempts, view.updated_at = JobStatus.RUNNING, attempt, time.time()
                     started = time.monotonic()
                     try:
-                        await self._builder.build(manifest, report, job_id=view.id, gate=self._gate)
+                        await self._builder.build(
+                            manifest,
+                            report,
+                            job_id=view.id,
+                            gate=self._gate,
+                            queued_at=view.created_at if attempt == 1 else None,
+                        )
                     except JobCancelled:
                         view.status = JobStatus.CANCELLED
                         return

@@ -21,6 +21,7 @@ from saq import CronJob, Job, Worker
 from saq.job import Status
 from saq.types import Context, PartialTimersDict
 
+from service import tracing
 from service.archive.manifest import Manifest
 from service.constants import (
     JANITOR_INTERVAL_S,
@@ -193,6 +194,7 @@ class SaqJobQueue:
                 "objects_id": manifest.objects_id,
                 "owner": caller.sub,
                 "client": client,
+                "trace": tracing.inject(),
             },
         )
         try:
@@ -295,7 +297,14 @@ async def build_archive_job(ctx: JobContext, *, archive_id: str) -> dict[str, An
     started = time.monotonic()
     outcome = "cancelled"
     try:
-        await ctx["builder"].build(manifest, report, job_id=job.key, gate=ctx["gate"])
+        await ctx["builder"].build(
+            manifest,
+            report,
+            job_id=job.key,
+            gate=ctx["gate"],
+            queued_at=job.queued / 1000 if job.queued and job.attempts <= 1 else None,
+            trace=job.meta.get("trace"),
+        )
         outcome = "ready"
     except JobCancelled:
         return {"ok": False, "cancelled": True}
