@@ -280,11 +280,10 @@ class Prefetcher:
             await self._fetch_untraced(index, slot)
             return
         span = self._spans[index]
-        fetch = tracing.start(
-            "fetch",
-            {"zipedge.key": span.entry.ref, "zipedge.offset": span.start, "zipedge.length": span.size},
-            parent=self._trace,
-        )
+        attributes: tracing.Attributes = {"zipedge.key": span.entry.ref}
+        if span.size != span.entry.size:
+            attributes = {**attributes, "zipedge.offset": span.start, "zipedge.length": span.size}
+        fetch = tracing.start("fetch", attributes, parent=self._trace)
         retries = self.retries
         try:
             await self._fetch_untraced(index, slot)

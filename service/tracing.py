@@ -23,6 +23,12 @@ passes straight through, `span` is a shared no-op context manager, and the prefe
 creates no fetch span at all (`enabled` is checked once per stream). The exporter is
 only imported when an endpoint is set.
 
+When on, a span costs the SDK ~40 us of CPU to record and as much again to encode and
+export, so the fetch spans of a 1,000-photo stream add ~0.1 ms per photo
+(docs/operations.md, "Tracing"). The SDK's standard sampler variables apply
+(`OTEL_TRACES_SAMPLER=parentbased_traceidratio`, `OTEL_TRACES_SAMPLER_ARG=0.05`): a
+stream the sampler leaves out makes no fetch spans at all.
+
 `TraceFilter` adds `trace_id` and `span_id` (hex, "" without a span) to every log record,
 so a log line can be found from its trace and the other way round.
 """
@@ -156,8 +162,12 @@ def end(
 
 
 def child_context(span_: Span | None) -> otel_context.Context | None:
-    """The context whose current span is `span_` (the parent to give its children)."""
-    return None if span_ is None else trace.set_span_in_context(span_)
+    """The context whose current span is `span_` (the parent to give its children); None
+    when there is none or it is not recorded (a trace the sampler left out: its children
+    would not be either, so the prefetcher makes none)."""
+    if span_ is None or not span_.is_recording():
+        return None
+    return trace.set_span_in_context(span_)
 
 
 def inject() -> dict[str, str]:

@@ -197,3 +197,12 @@ def test_a_job_in_another_process_continues_the_submitting_trace(spans: InMemory
     )
     assert post.context is not None and job.parent is not None
     assert (job.parent.trace_id, job.parent.span_id) == (post.context.trace_id, post.context.span_id)
+
+
+def test_a_trace_the_sampler_leaves_out_gets_no_fetch_spans(spans: InMemorySpanExporter) -> None:
+    from opentelemetry.trace import INVALID_SPAN, NonRecordingSpan
+
+    assert tracing.child_context(NonRecordingSpan(INVALID_SPAN.get_span_context())) is None
+    recorded = tracing.start("stream")
+    assert tracing.child_context(recorded) is not None
+    tracing.end(recorded)
