@@ -221,3 +221,45 @@ async def test_a_line_break_in_a_header_is_refused() -> None:
     with pytest.raises(ValueError, match="line break"):
         await client.get("http", "127.0.0.1:9", "/", {"if-match": '"abc"\r\nx-evil: 1'})
     await client.aclose()
+
+
+async def test_an_answer_in_small_pieces_then_another_on_the_same_connection() -> None:
+    body = bytes(range(256)) * 40
+
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for _ in range(2):
+            await request_of(reader)
+            whole = answer(body, 'ETag: "abc"')
+            for i in range(0, len(whole), 7):  # the header block split anywhere
+                writer.write(whole[i : i + 7])
+                await writer.drain()
+                await asyncio.sleep(0) if i % 700 else await asyncio.sleep(0.001)
+
+    async with server(trickle) as host:
+        client = Client(limit=1, timeout_s=5, high_water=1 << 20)
+        for _ in range(2):
+            response = await client.get("http", host, "/k", {})
+            assert response.status == 200 and response.headers["etag"] == '"abc"'
+            parts = []
+            while chunk := await response.read(3000):
+                parts.append(chunk)
+            response.release()
+            assert b"".join(parts) == body and max(map(len, parts)) == 3000
+        assert client.connections_opened == 1
+        await client.aclose()
+
+
+async def test_bytes_past_the_content_length_make_the_connection_unusable() -> None:
+    async def overlong(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError):
+            while True:
+                await request_of(reader)
+                writer.write(answer(b"12345") + b"junk")
+                await writer.drain()
+
+    async with server(overlong) as host:
+        client = Client(limit=1, timeout_s=5, high_water=1 << 20)
+        assert await read_all(client, host) == b"12345"
+        assert await read_all(client, host) == b"12345"
+        assert client.connections_opened == 2  # not reused after the junk
+        await client.aclose()
