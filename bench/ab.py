@@ -12,6 +12,10 @@ service CPU ms/object (user + system of the service process, as `python -m bench
 measures it) and its median, min and max, the median of its kernel-mode part, and the
 median wall time.
 
+A revision may carry settings for its service after `+`: `. .+ZIPEDGE_FETCH_CONCURRENCY=64`
+compares a setting against the default. `--delay-ms 10` puts the delay proxy between the
+services and SeaweedFS (10 ms each way: the 20 ms RTT of `python -m bench`).
+
 Only `service/` comes from the revision: the bench, the venv and its dependencies are the
 work tree's, so a revision that needs another dependency cannot be compared this way.
 """
@@ -29,8 +33,20 @@ from pathlib import Path
 
 from bench.dataset import Content, standard_datasets, upload_dataset
 from bench.s3 import ensure_bucket, s3_client
-from bench.stack import ROOT, ZipedgeServer, seaweedfs
+from bench.stack import ROOT, DelayProxyProcess, ZipedgeServer, seaweedfs
 from bench.stream import StreamSession
+
+
+def parse_rev(spec: str) -> tuple[str, dict[str, str]]:
+    """`REV+KEY=VALUE+...` -> (REV, {KEY: VALUE})."""
+    rev, *settings = spec.split("+")
+    env = {}
+    for item in settings:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"bench.ab: {spec!r}: a setting is KEY=VALUE")
+        env[key] = value
+    return rev, env
 
 
 def export(rev: str, into: Path) -> Path:
@@ -71,19 +87,26 @@ async def run(args: argparse.Namespace) -> int:
             await ensure_bucket(s3, ep.bucket)
             await upload_dataset(s3, ep.bucket, ds, content)
         async with contextlib.AsyncExitStack() as servers:
+            storage = ep
+            if args.delay_ms:
+                proxy = await servers.enter_async_context(
+                    DelayProxyProcess(ep, args.delay_ms, logs / "delay_proxy-ab.log")
+                )
+                storage = ep.via(proxy.url)
             sessions = {}
-            for i, rev in enumerate(args.revs):
+            for i, spec in enumerate(args.revs):
+                rev, env = parse_rev(spec)
                 tree = export(rev, tmp / f"rev{i}")
                 server = await servers.enter_async_context(
                     ZipedgeServer(
-                        ep,
+                        storage,
                         f"s3://{ep.bucket}/{ds.prefix}",
                         logs / f"zipedge-ab-{i}.log",
-                        {"ZIPEDGE_DATA_DIR": str(tmp / f"var{i}")},
+                        {"ZIPEDGE_DATA_DIR": str(tmp / f"var{i}"), **env},
                         command=command_for(tree),
                     )
                 )
-                sessions[rev] = await servers.enter_async_context(
+                sessions[spec] = await servers.enter_async_context(
                     StreamSession(
                         server.base_url, server.pid, ds, content, tmp, "curl", {"seaweedfs": weed_pid}
                     )
@@ -103,7 +126,8 @@ async def run(args: argparse.Namespace) -> int:
                     )
             for rev in args.revs:
                 await sessions[rev].check()
-    print(f"service CPU ms/object, {ds.describe()} on loopback, {args.rounds} alternating rounds:")
+    where = f"{2 * args.delay_ms:g} ms RTT" if args.delay_ms else "loopback"
+    print(f"service CPU ms/object, {ds.describe()} on {where}, {args.rounds} alternating rounds:")
     for rev in args.revs:
         values = figures[rev]
         print(
@@ -121,6 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quick", action="store_true", help="200 × 200 KiB instead of 1,000")
     p.add_argument("--data-dir", type=Path, help="keep SeaweedFS data here and reuse it next run")
     p.add_argument("--bucket", default="zipedge-bench")
+    p.add_argument("--delay-ms", type=float, default=0.0, help="delay proxy to SeaweedFS, ms each way")
     p.add_argument("--seed", type=int, default=20250101, help="content seed")
     args = p.parse_args(argv)
     sys.exit(asyncio.run(run(args)))
