@@ -10,14 +10,15 @@ cold index. Each service gets one warm-up request on the warm-up day first.
    fresh data dir, at its default concurrency (ZIPEDGE_FETCH_CONCURRENCY) and at 64,
    interleaved with the storage limit (bench/storage_limit.py: one `curl --parallel`
    process GETting the same objects). Each run leaves a primed data dir behind.
-2. Cold index, timed: a fresh data dir and service per run; `HEAD` gives the size, then
-   `Range: bytes=<90 %>-` received by curl (TTFB, total). The archive of never-read photos
-   has data descriptors and its central directory needs every CRC, so the service reads
-   members outside the range whole (`zipedge_range_crc_reads_total` on /metrics).
-3. Primed index, timed: a service on a data dir `zipedge index` filled; full streams and
-   the same 90 % range alternately; then one full copy kept and checked member by member,
-   which gives the members' byte extents in that archive.
-4. Objects read per range: the same requests through `bench/count_proxy.py` (in this
+2. Timed, per repetition (so that each sees the same machine load): the 90 % range with a
+   cold index, a full stream, the 90 % range with a primed index, all received by curl
+   (TTFB, total). Cold: a fresh data dir and service per run; `HEAD` gives the size, then
+   `Range: bytes=<90 %>-`. The archive of never-read photos has data descriptors and its
+   central directory needs every CRC, so the service reads members outside the range whole
+   (`zipedge_range_crc_reads_total` on /metrics). Primed: one service on a data dir
+   `zipedge index` filled, for the full streams and the ranges. Then one full copy is kept
+   and checked member by member, which gives the members' byte extents in that archive.
+3. Objects read per range: the same requests through `bench/count_proxy.py` (in this
    process: these runs are not timed), which records every request the service sends to
    SeaweedFS. For the 90 % range and 1 MiB in the middle: with the index cold (a fresh
    service each), primed by `zipedge index`, and primed by one full stream (that stream
@@ -683,40 +684,41 @@ async def _index_phase(run: _Run, limit_levels: Sequence[int]) -> None:
     run.log(f"ranges: index again where all is known: {res.index_rerun.wall_s:.2f} s wall")
 
 
-async def _cold_timed(run: _Run) -> None:
-    pids = {"seaweedfs": run.weed_pid}
-    for rep in range(1, run.reps + 1):
-        data_dir = run.tmp / f"cold-{rep}"
-        async with _service(run.direct, run.ds, run.env, data_dir, run.log_path("cold")) as server:
-            size, etag = await _head(server, run.ds)
-            run.state_archive(COLD, size, etag)
-            got = await _range(server, run.ds, tail_window(size), server_pids=pids)
-        shutil.rmtree(data_dir, ignore_errors=True)
-        run.res.ranges.setdefault(COLD, []).append(got)
-        run.log(
-            f"ranges: cold #{rep}: {got.window.header} TTFB {got.ttfb_s * 1e3:.1f} ms, "
-            f"{got.total_s:.3f} s, {got.crc_reads} CRC reads"
-        )
+async def _cold_range(run: _Run, rep: int) -> RangeRun:
+    """The 90 % range from a service in a fresh data dir (nothing read yet)."""
+    data_dir = run.tmp / f"cold-{rep}"
+    async with _service(run.direct, run.ds, run.env, data_dir, run.log_path("cold")) as server:
+        size, etag = await _head(server, run.ds)
+        run.state_archive(COLD, size, etag)
+        got = await _range(server, run.ds, tail_window(size), server_pids={"seaweedfs": run.weed_pid})
+    await asyncio.to_thread(shutil.rmtree, data_dir, True)
+    if got.etag != etag:
+        raise BenchError(f"cold: the range was cut from {got.etag}, HEAD said {etag}")
+    return got
 
 
-async def _primed_timed(run: _Run, full_copy: Path) -> dict[str, Extent]:
-    """Full streams and the 90 % range alternately; then a full copy kept and checked.
-    Returns the members' extents in that archive."""
+async def _timed(run: _Run, full_copy: Path) -> dict[str, Extent]:
+    """Per repetition, so that all three see the same machine load: the cold 90 % range
+    (a fresh service), then a full stream and the 90 % range from a service on a data dir
+    `zipedge index` filled. Then a full copy kept and checked; the members' extents in it."""
     pids = {"seaweedfs": run.weed_pid}
     res, ds = run.res, run.ds
     async with _service(run.direct, ds, run.env, run.primed_dirs[-1], run.log_path("primed")) as server:
         size, etag = await _head(server, ds)
         run.state_archive(PRIMED, size, etag)
         for rep in range(1, run.reps + 1):
+            cold = await _cold_range(run, rep)
             full = await curl_stream_once(_zip_url(server, ds), server.pid, server_pids=pids)
             got = await _range(server, ds, tail_window(size), server_pids=pids)
             if (full.received, full.etag, got.etag) != (size, etag, etag):
                 raise BenchError(f"primed: a full stream {full.received} B {full.etag}, range {got.etag}")
+            res.ranges.setdefault(COLD, []).append(cold)
             res.full.append(full)
             res.ranges.setdefault(PRIMED, []).append(got)
             run.log(
-                f"ranges: primed #{rep}: full stream TTFB {full.ttfb_s * 1e3:.1f} ms, {full.total_s:.3f} s; "
-                f"{got.window.header} TTFB {got.ttfb_s * 1e3:.1f} ms, {got.total_s:.3f} s, "
+                f"ranges #{rep}: cold range TTFB {cold.ttfb_s * 1e3:.1f} ms, {cold.total_s:.3f} s, "
+                f"{cold.crc_reads} CRC reads; full stream TTFB {full.ttfb_s * 1e3:.1f} ms, "
+                f"{full.total_s:.3f} s; primed range TTFB {got.ttfb_s * 1e3:.1f} ms, {got.total_s:.3f} s, "
                 f"{got.crc_reads} CRC reads"
             )
         checked = await curl_stream_once(_zip_url(server, ds), server.pid, full_copy)
@@ -850,10 +852,8 @@ async def measure(
     try:
         log(f"ranges: zipedge index (c={res.default_concurrency}, {INDEX_CONCURRENCY}) and the storage limit")
         await _index_phase(run, limit_levels)
-        log("ranges: cold index, a fresh data dir and service per run")
-        await _cold_timed(run)
-        log("ranges: primed index, full streams and ranges alternately")
-        extents = await _primed_timed(run, full)
+        log("ranges: timed, alternately: the range with a cold index, a full stream, the range primed")
+        extents = await _timed(run, full)
         log("ranges: objects read per request, through the counting proxy")
         await _primed_counted(run, full, extents)
         full.unlink(missing_ok=True)
@@ -1065,8 +1065,8 @@ def render(res: RangesResult, all_checks: list[Check]) -> str:
     out += [
         "",
         "Timed: medians of the runs, received by curl (time_starttransfer, time_total); x full = total / "
-        "the full stream's. Cold: a fresh data dir and service per run, HEAD then the range. Primed: a "
-        "data dir zipedge index filled, full streams and ranges alternately. index: "
+        "the full stream's. Per repetition: the cold range (a fresh data dir and service, HEAD, the "
+        "range), a full stream and the primed range (a service on a data dir zipedge index filled). index: "
         + "; ".join(f"{k} = {v}" for k, v in STATE_MEANING.items())
         + ".",
         "Counted (untimed, through a counting proxy between the service and SeaweedFS): object GETs "
