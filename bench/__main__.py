@@ -16,7 +16,10 @@ Starts SeaweedFS in a temp dir and uploads the datasets, then, by part (`--only`
   through presigned PUTs against plain PUTs of the same bytes; complete -> in an archive
   (bench/uploads.py);
 * identity: redirects/s and a cold stream with authentication and rate limiting on, against
-  the same service with them off (bench/identity.py).
+  the same service with them off (bench/identity.py);
+* ranges: a single Range on the live stream (no cache) with the object index cold and
+  primed, against a full stream; what storage is asked for per range; `zipedge index`
+  throughput against the storage limit (bench/ranges.py).
 
 Prints a table per part and writes var/bench/results.json. Exits non-zero only if the run
 broke (a process failed, or the service sent something other than a complete valid
@@ -45,7 +48,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import cached, ceiling, identity, jobs, profile, uploads
+from bench import cached, ceiling, identity, jobs, profile, ranges, uploads
 from bench.dataset import Content, Dataset, standard_datasets, upload_dataset
 from bench.report import (
     Check,
@@ -69,7 +72,7 @@ from bench.stream import CLIENTS, BenchError, Client, StreamSession, archive_dir
 
 MiB = 1024 * 1024
 FALLBACK_PREFETCH_BYTES = 32 * MiB
-PARTS = ("streams", "redirects", "edge", "jobs", "uploads", "identity")
+PARTS = ("streams", "redirects", "edge", "jobs", "uploads", "identity", "ranges")
 TTFB_MEANING = {
     "curl": "curl's time_starttransfer (request start -> first response byte; the service sends its "
     "headers once the selection is resolved)",
@@ -356,6 +359,7 @@ class Results:
     jobs: jobs.JobsResult | None = None
     uploads: uploads.UploadsResult | None = None
     identity: identity.IdentityResult | None = None
+    ranges: ranges.RangesResult | None = None
 
     @property
     def broken(self) -> bool:
@@ -367,6 +371,7 @@ class Results:
             or (self.jobs is not None and bool(self.jobs.errors))
             or (self.uploads is not None and bool(self.uploads.errors))
             or (self.identity is not None and self.identity.error is not None)
+            or (self.ranges is not None and self.ranges.error is not None)
         )
 
 
@@ -409,6 +414,8 @@ def wanted_datasets(args: argparse.Namespace, datasets: dict[str, Dataset]) -> l
         wanted.append(datasets["jobs"])
     if "identity" in args.only:
         wanted += [d for d in (datasets["cached"], datasets["small"]) if d not in wanted]
+    if "ranges" in args.only and datasets["small"] not in wanted:
+        wanted.append(datasets["small"])
     return wanted
 
 
@@ -524,6 +531,22 @@ async def measure_all(
                 tmp=tmp,
                 log=log,
             )
+
+        if "ranges" in args.only:
+            log("ranges: a single Range on the live stream, the object index cold and primed")
+            res.ranges = await ranges.measure(
+                direct,
+                weed_pid,
+                datasets["small"],
+                content,
+                env,
+                reps=args.reps,
+                limit_levels=args.limit_levels,
+                logs=logs,
+                tmp=tmp,
+                archives=archives,
+                log=log,
+            )
     return res
 
 
@@ -575,6 +598,10 @@ def report(
         sections.append(uploads.render_uploads(res.uploads))
     if res.identity is not None:
         sections.append(identity.render(res.identity, wrk_line, standard_datasets(args.quick)["small"]))
+    if res.ranges is not None:
+        part_checks = ranges.checks(res.ranges)
+        all_checks += part_checks
+        sections.append(ranges.render(res.ranges, part_checks))
     sections.append(
         f"load average at start {meta['load_avg_at_start'][0]:.2f}, at end {meta['load_avg_at_end'][0]:.2f} "
         f"on {meta['cpus']} CPUs; total {meta['elapsed_s']} s. Logs in {logs}."
@@ -606,6 +633,7 @@ async def run(args: argparse.Namespace) -> int:
         edge=res.edge,
         jobs=res.jobs,
         identity=res.identity.as_dict() if res.identity else None,
+        ranges=res.ranges.as_dict() if res.ranges else None,
     )
     print(f"\nresults: {args.out}")
     return 1 if res.broken else 0

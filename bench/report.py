@@ -667,6 +667,7 @@ def write_json(
     edge: EdgeResult | None = None,
     jobs: JobsResult | None = None,
     identity: dict[str, Any] | None = None,
+    ranges: dict[str, Any] | None = None,
 ) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {
@@ -677,6 +678,7 @@ def write_json(
         "edge": edge.as_dict() if edge else None,
         "jobs": jobs.as_dict() if jobs else None,
         "identity": identity,
+        "ranges": ranges,
         "targets": [c.as_dict() for c in all_checks],
     }
     path.write_text(json.dumps(doc, indent=2) + "\n")

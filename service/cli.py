@@ -63,6 +63,8 @@ def server_limits(settings: Settings) -> dict[str, Any]:
     from service import constants
 
     return {
+        # No WebSockets here: nothing to offer, nothing for uvicorn to load.
+        "ws": "none",
         # The header block h11 buffers (httptools, uvicorn's default parser when
         # installed, stops at its own 80 KiB).
         "h11_max_incomplete_event_size": constants.SERVER_MAX_HEADER_BYTES,

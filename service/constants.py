@@ -347,7 +347,7 @@ INDEX_REDIS_OP_TIMEOUT_S = 1.0
 #: batches keep each query short).
 INDEX_SQLITE_BATCH = 500
 #: How long an SQLite write waits for another process's lock (milliseconds).
-INDEX_SQLITE_BUSY_MS = 5000
+SQLITE_BUSY_MS = 5000
 
 #: The source id under which the CRCs of URL entries are indexed (keyed by URL and ETag).
 URL_SOURCE_ID = "http"

@@ -33,6 +33,8 @@ def port_is_free(port: int) -> bool:
 def serve(app: Any, **options: Any) -> Iterator[str]:
     """`options` go to `uvicorn.Config` (e.g. what `zipedge serve` adds: `server_limits`)."""
     port = free_port()
+    # ws="none": zipedge serves no WebSockets, so uvicorn need not load a websockets library.
+    options = {"ws": "none", **options}
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", **options)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+from collections.abc import Iterator
 from unittest import mock
 from urllib.parse import parse_qs, urlsplit
 
@@ -70,7 +72,7 @@ def test_known_signature_vector() -> None:
         BotoCredentials(CREDS.access_key, CREDS.secret_key), "s3", "us-east-1", expires=7200
     )
     fixed = datetime.datetime(2025, 1, 4, 14, 0, 0)
-    with mock.patch("botocore.auth.get_current_datetime", return_value=fixed):
+    with botocore_clock(fixed):
         signer.add_auth(request)
     theirs = parse_qs(urlsplit(request.url).query)
     assert parse_qs(urlsplit(ours).query)["X-Amz-Signature"] == theirs["X-Amz-Signature"]
@@ -116,11 +118,31 @@ def test_presigned_put_matches_botocore_with_the_bound_headers() -> None:
         BotoCredentials(CREDS.access_key, CREDS.secret_key), "s3", "us-east-1", expires=900
     )
     fixed = datetime.datetime(2025, 1, 4, 14, 13, 20)
-    with mock.patch("botocore.auth.get_current_datetime", return_value=fixed):
+    with botocore_clock(fixed):
         signer.add_auth(request)
     theirs = parse_qs(urlsplit(request.url).query)
     assert theirs["X-Amz-SignedHeaders"] == query["X-Amz-SignedHeaders"]
     assert query["X-Amz-Signature"] == theirs["X-Amz-Signature"]
+
+
+@contextlib.contextmanager
+def botocore_clock(fixed: datetime.datetime) -> Iterator[None]:
+    """botocore's signing clock stopped at `fixed`: `get_current_datetime` in recent
+    releases, `datetime.datetime.utcnow` inside botocore.auth in older ones."""
+    import botocore.auth
+
+    if hasattr(botocore.auth, "get_current_datetime"):
+        with mock.patch("botocore.auth.get_current_datetime", return_value=fixed):
+            yield
+        return
+
+    class Frozen(datetime.datetime):
+        @classmethod
+        def utcnow(cls) -> datetime.datetime:  # type: ignore[override]
+            return fixed
+
+    with mock.patch.object(botocore.auth.datetime, "datetime", Frozen):
+        yield
 
 
 @pytest.mark.parametrize("token", [None, "FwoGZXIvYXdzEJr//session+token="])
@@ -159,7 +181,7 @@ def test_signed_get_headers_match_botocore(
     signer = S3SigV4Auth(BotoCredentials(creds.access_key, creds.secret_key, token), "s3", "eu-west-1")
     fixed = datetime.datetime(2025, 1, 4, 14, 13, 20)
     with (
-        mock.patch("botocore.auth.get_current_datetime", return_value=fixed),
+        botocore_clock(fixed),
         mock.patch.object(S3SigV4Auth, "_should_sha256_sign_payload", return_value=False),
     ):
         signer.add_auth(request)

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import json
+import urllib.request
+
 import psutil
 import pytest
 import redis
@@ -81,3 +84,15 @@ def test_seaweedfs_listens_on_loopback_only_and_stops(tmp_path: Path) -> None:
     # The same data dir again (as `zipedge stack` does): new ports, data kept.
     with server:
         assert server.request("GET", "/second/kept.txt") == (200, b"kept")
+
+
+def test_seaweedfs_takes_a_volume_for_every_bucket_whatever_the_free_disk(tmp_path: Path) -> None:
+    # A test session makes hundreds of buckets, one SeaweedFS collection each; weed's own
+    # volume count (free disk / volume size) ran out at a few dozen and PUTs failed.
+    with SeaweedFS(tmp_path / "weed") as server:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.ports['master']}/dir/status", timeout=10) as answer:
+            topology = json.load(answer)["Topology"]
+        assert topology["Max"] >= 1000
+        for i in range(3):
+            server.create_bucket(f"many-{i}")
+            assert server.request("PUT", f"/many-{i}/one.jpg", body=b"x")[0] == 200

@@ -1,25 +1,19 @@
-"""The object index of the embedded default: an SQLite file under ZIPEDGE_DATA_DIR.
-
-SQLite in WAL mode is safe for several service processes on one host (`zipedge serve
---workers N`) and survives restarts. Every query runs on one dedicated thread holding the
-one connection (sqlite3 connections must stay on their thread), so the event loop never
-waits on the disk.
-"""
+"""The object index of the embedded default: an SQLite file under ZIPEDGE_DATA_DIR
+(`service/sqlite.py`: shared by the processes of one host, kept across restarts)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from service.constants import INDEX_SQLITE_BATCH, INDEX_SQLITE_BUSY_MS, LOG_INTERVAL_S
+from service.constants import INDEX_SQLITE_BATCH, LOG_INTERVAL_S
 from service.exceptions import DependencyUnavailable
 from service.index.base import Known
+from service.sqlite import SqliteFile
 
 logger = logging.getLogger(__name__)
 
@@ -39,24 +33,9 @@ CREATE TABLE IF NOT EXISTS crc (
 class SqliteObjectIndex:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zipedge-index")
-        self._db: sqlite3.Connection | None = None
+        self._file = SqliteFile(path, schema=[_SCHEMA], name="index")
+        self._run = self._file.run
         self._logged_at = 0.0
-
-    def _connect(self) -> sqlite3.Connection:
-        if self._db is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, timeout=INDEX_SQLITE_BUSY_MS / 1000, check_same_thread=True)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable enough, and fast
-            db.execute(_SCHEMA)
-            db.commit()
-            self._db = db
-        return self._db
-
-    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, lambda: work(self._connect()))
 
     async def lookup(self, source_id: str, objects: Sequence[tuple[str, str]]) -> list[int | None]:
         if not objects:
@@ -109,14 +88,7 @@ class SqliteObjectIndex:
             raise DependencyUnavailable(f"object index {self.path}: {exc}") from exc
 
     async def aclose(self) -> None:
-        def close(_: sqlite3.Connection) -> None:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
-
-        if self._db is not None:
-            await self._run(close)
-        self._thread.shutdown(wait=True)
+        await self._file.aclose()
 
     def _failed(self, what: str, exc: BaseException) -> None:
         now = time.monotonic()

@@ -18,7 +18,7 @@ from typing import Protocol
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
-from service.constants import JOB_GATE_COMMITTING_TTL_S, JOB_TTL_S
+from service.constants import JOB_CANCEL_POLL_S, JOB_CANCEL_WAIT_S, JOB_GATE_COMMITTING_TTL_S, JOB_TTL_S
 from service.exceptions import DependencyUnavailable
 
 
@@ -155,3 +155,15 @@ async def settled_state(gate: CommitGate, job_id: str, *, timeout_s: float, poll
         while (state := await gate.state(job_id)) is Gate.COMMITTING:  # noqa: ASYNC110
             await asyncio.sleep(poll_s)
     return state
+
+
+async def cancel_wins(gate: CommitGate, job_id: str) -> bool:
+    """Claim the cancel of job `job_id`: True when it won (the build will not commit),
+    False when the archive was committed first. A commit under way is waited for; if it
+    failed (nothing published), the cancel tries again and wins."""
+    state = await gate.cancel(job_id)
+    if state is Gate.COMMITTING:
+        state = await settled_state(gate, job_id, timeout_s=JOB_CANCEL_WAIT_S, poll_s=JOB_CANCEL_POLL_S)
+        if state is Gate.OPEN:
+            state = await gate.cancel(job_id)
+    return state is not Gate.COMMITTED

@@ -11,8 +11,6 @@ from dataclasses import dataclass
 from service.archive.manifest import Manifest
 from service.constants import (
     DEFAULT_MAX_JOBS_PER_CLIENT,
-    JOB_CANCEL_POLL_S,
-    JOB_CANCEL_WAIT_S,
     JOB_RETRIES,
     JOB_TTL_S,
     LOCAL_MAX_JOBS,
@@ -20,7 +18,7 @@ from service.constants import (
 from service.exceptions import BuildFailed, JobCancelled, JobReady, UnknownJob
 from service.identity import UNAUTHENTICATED, Caller
 from service.jobs.build import ArchiveBuilder
-from service.jobs.gate import Gate, LocalCommitGate, settled_state
+from service.jobs.gate import LocalCommitGate, cancel_wins
 from service.jobs.model import JobStatus, JobView
 from service.jobs.queue import backoff, job_id_for, too_many_jobs
 from service.metrics import JOB_SECONDS
@@ -141,14 +139,7 @@ class LocalJobQueue:
             raise JobReady(f"job {job_id} is ready: its archive is built")
         if job.view.status.terminal or job.task is None:
             return job.view
-        state = await self._gate.cancel(job_id)
-        if state is Gate.COMMITTING:
-            state = await settled_state(
-                self._gate, job_id, timeout_s=JOB_CANCEL_WAIT_S, poll_s=JOB_CANCEL_POLL_S
-            )
-            if state is Gate.OPEN:  # its commit failed: it may be cancelled after all
-                state = await self._gate.cancel(job_id)
-        if state is Gate.COMMITTED:
+        if not await cancel_wins(self._gate, job_id):
             await asyncio.gather(job.task, return_exceptions=True)  # it is setting `ready`
             raise JobReady(f"job {job_id} is ready: its archive was committed before the cancel")
         job.view.status = JobStatus.CANCELLED

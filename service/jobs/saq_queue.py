@@ -38,7 +38,7 @@ from service.constants import (
 from service.exceptions import BuildFailed, DependencyUnavailable, JobCancelled, JobReady, UnknownJob
 from service.identity import UNAUTHENTICATED, Caller
 from service.jobs.build import ArchiveBuilder
-from service.jobs.gate import CommitGate, Gate, RedisCommitGate, settled_state
+from service.jobs.gate import CommitGate, RedisCommitGate, cancel_wins
 from service.jobs.model import JobStatus, JobView
 from service.jobs.queue import job_id_for, too_many_jobs
 from service.jobs.sweep import SweepSafeQueue
@@ -240,14 +240,7 @@ class SaqJobQueue:
             raise JobReady(f"job {job_id} is ready: its archive is built")
         if view.status.terminal:
             return view
-        state = await self._gate.cancel(job_id)
-        if state is Gate.COMMITTING:
-            state = await settled_state(
-                self._gate, job_id, timeout_s=JOB_CANCEL_WAIT_S, poll_s=JOB_CANCEL_POLL_S
-            )
-            if state is Gate.OPEN:  # its commit failed: it may be cancelled after all
-                state = await self._gate.cancel(job_id)
-        if state is Gate.COMMITTED:
+        if not await cancel_wins(self._gate, job_id):
             raise JobReady(f"job {job_id} is ready: its archive was committed before the cancel")
         try:
             await self.queue.abort(job, CANCEL_MESSAGE)

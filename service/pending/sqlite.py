@@ -1,24 +1,22 @@
 """Pending uploads of the embedded default: an SQLite file under ZIPEDGE_DATA_DIR.
 
-WAL mode, one dedicated thread holding the one connection (as `service/index/sqlite.py`),
-so several processes on one host share it and the event loop never waits on the disk.
+An `SqliteFile` (`service/sqlite.py`): several processes on one host share it, and the
+event loop never waits on the disk.
 Leases and claims are single UPDATE statements: SQLite serialises writers, so exactly one
 caller sees its row change.
 """
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from service.constants import INDEX_SQLITE_BUSY_MS
 from service.exceptions import DependencyUnavailable
 from service.pending.base import PendingUpload
+from service.sqlite import SqliteFile
 
 T = TypeVar("T")
 
@@ -37,24 +35,11 @@ _AGE_INDEX = "CREATE INDEX IF NOT EXISTS upload_age ON upload (claimed, created_
 class SqlitePendingStore:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zipedge-uploads")
-        self._db: sqlite3.Connection | None = None
-
-    def _connect(self) -> sqlite3.Connection:
-        if self._db is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, timeout=INDEX_SQLITE_BUSY_MS / 1000, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute(_SCHEMA)
-            db.execute(_AGE_INDEX)
-            self._db = db
-        return self._db
+        self._file = SqliteFile(path, schema=[_SCHEMA, _AGE_INDEX], name="uploads", autocommit=True)
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._thread, lambda: work(self._connect()))
+            return await self._file.run(work)
         except sqlite3.Error as exc:
             raise DependencyUnavailable(f"upload records {self.path}: {exc}") from exc
 
@@ -111,11 +96,4 @@ class SqlitePendingStore:
         await self._run(lambda db: db.execute("SELECT 1").fetchone())
 
     async def aclose(self) -> None:
-        def close(_: sqlite3.Connection) -> None:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
-
-        if self._db is not None:
-            await self._run(close)
-        self._thread.shutdown(wait=True)
+        await self._file.aclose()

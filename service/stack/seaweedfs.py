@@ -45,6 +45,12 @@ STOP_TIMEOUT_S = 20.0
 _START_ATTEMPTS = 3
 #: Longest AF_UNIX path (108 bytes with the NUL) we may hand to weed.
 _MAX_SOCKET_PATH = 100
+#: Every bucket is a SeaweedFS collection with volumes of its own, and `weed mini` would
+#: allow only free disk / volume size of them (33 on 34 GiB free at its 1 GiB default):
+#: the next bucket's first PUT then fails with InternalError. Volumes are sparse files,
+#: so a fixed, generous count of small ones costs nothing until written.
+_VOLUME_SIZE_LIMIT_MB = 256
+_MAX_VOLUMES = 4096
 
 
 def weed_binary() -> str:
@@ -236,6 +242,8 @@ class SeaweedFS(ManagedProcess):
             "-s3.port.lance=0",
             # One node, no one to tell: stop the volume server without mini's 1 s pause.
             "-volume.preStopSeconds=0",
+            f"-master.volumeSizeLimitMB={_VOLUME_SIZE_LIMIT_MB}",
+            f"-volume.max={_MAX_VOLUMES}",
             f"-filer.localSocket={sockets['filer']}",
             f"-s3.localSocket={sockets['s3']}",
         ]
