@@ -3,10 +3,9 @@ everything when stopped."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import json
 import urllib.request
+from pathlib import Path
 
 import psutil
 import pytest
@@ -90,7 +89,8 @@ def test_seaweedfs_takes_a_volume_for_every_bucket_whatever_the_free_disk(tmp_pa
     # A test session makes hundreds of buckets, one SeaweedFS collection each; weed's own
     # volume count (free disk / volume size) ran out at a few dozen and PUTs failed.
     with SeaweedFS(tmp_path / "weed") as server:
-        with urllib.request.urlopen(f"http://127.0.0.1:{server.ports['master']}/dir/status", timeout=10) as answer:
+        status_url = f"http://127.0.0.1:{server.ports['master']}/dir/status"
+        with urllib.request.urlopen(status_url, timeout=10) as answer:
             topology = json.load(answer)["Topology"]
         assert topology["Max"] >= 1000
         for i in range(3):
