@@ -191,10 +191,43 @@ def _presign_at(
     response_headers: tuple[tuple[str, str], ...],
     method: str,
 ) -> str:
+    return _presigned_url(
+        method,
+        origin,
+        bucket,
+        key,
+        credentials,
+        region,
+        expires_s,
+        signed_at,
+        signed_headers={},
+        extra_query=response_headers,
+        public_url=public_url,
+        path_style=path_style,
+    )
+
+
+def _presigned_url(
+    method: str,
+    origin: str,
+    bucket: str,
+    key: str,
+    credentials: Credentials,
+    region: str,
+    expires_s: int,
+    signed_at: float,
+    *,
+    signed_headers: dict[str, str],
+    extra_query: tuple[tuple[str, str], ...] = (),
+    public_url: str = "",
+    path_style: bool = True,
+) -> str:
+    """A query-string-signed URL for `method` on `bucket/key`: `host` and `signed_headers`
+    (which the client must then send as they are) in X-Amz-SignedHeaders, the payload
+    unsigned, `extra_query` (e.g. response-content-disposition) signed into the query."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(signed_at))
     day = stamp[:8]
     scope = f"{day}/{region}/s3/aws4_request"
-
     parts = urlsplit(origin)
     host = parts.netloc
     if path_style:
@@ -204,20 +237,25 @@ def _presign_at(
         path = f"/{key}"
     path = canonical_path(path)
 
+    values = {"host": host, **{name.lower(): value.strip() for name, value in signed_headers.items()}}
+    names = sorted(values)
+    signed = ";".join(names)
     query = {
         "X-Amz-Algorithm": "AWS4-HMAC-SHA256",
         "X-Amz-Credential": f"{credentials.access_key}/{scope}",
         "X-Amz-Date": stamp,
         "X-Amz-Expires": str(expires_s),
-        "X-Amz-SignedHeaders": "host",
+        "X-Amz-SignedHeaders": signed,
     }
     if credentials.session_token:
         query["X-Amz-Security-Token"] = credentials.session_token
-    for name, value in response_headers:
-        query[name] = value
+    query.update(extra_query)
     encoded_query = canonical_query(query)
 
-    canonical_request = "\n".join([method, path, encoded_query, f"host:{host}\n", "host", "UNSIGNED-PAYLOAD"])
+    canonical_headers = "".join(f"{name}:{values[name]}\n" for name in names)
+    canonical_request = "\n".join(
+        [method, path, encoded_query, canonical_headers, signed, "UNSIGNED-PAYLOAD"]
+    )
     string_to_sign = "\n".join(
         ["AWS4-HMAC-SHA256", stamp, scope, hashlib.sha256(canonical_request.encode()).hexdigest()]
     )
@@ -269,41 +307,20 @@ def presign_put(
         raise ValueError(f"expiry must be within 1..{MAX_EXPIRES_S} s")
     if size < 0:
         raise ValueError("size must not be negative")
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
-    day = stamp[:8]
-    scope = f"{day}/{region}/s3/aws4_request"
-    parts = urlsplit(origin)
-    host = parts.netloc
-    if path_style:
-        path = f"/{bucket}/{key}"
-    else:
-        host = f"{bucket}.{host}"
-        path = f"/{key}"
-    path = canonical_path(path)
-
     sent = {"Content-Length": str(size), "Content-Type": content_type, "If-None-Match": "*"}
     if crc32 is not None:
         sent["x-amz-checksum-crc32"] = crc32_header(crc32)
-    signed_values = {"host": host, **{name.lower(): value.strip() for name, value in sent.items()}}
-    names = sorted(signed_values)
-    signed = ";".join(names)
-    query = {
-        "X-Amz-Algorithm": "AWS4-HMAC-SHA256",
-        "X-Amz-Credential": f"{credentials.access_key}/{scope}",
-        "X-Amz-Date": stamp,
-        "X-Amz-Expires": str(expires_s),
-        "X-Amz-SignedHeaders": signed,
-    }
-    if credentials.session_token:
-        query["X-Amz-Security-Token"] = credentials.session_token
-    encoded_query = canonical_query(query)
-    canonical_headers = "".join(f"{name}:{signed_values[name]}\n" for name in names)
-    canonical_request = "\n".join(["PUT", path, encoded_query, canonical_headers, signed, "UNSIGNED-PAYLOAD"])
-    string_to_sign = "\n".join(
-        ["AWS4-HMAC-SHA256", stamp, scope, hashlib.sha256(canonical_request.encode()).hexdigest()]
+    signed_at = time.time() if now is None else now
+    url = _presigned_url(
+        "PUT",
+        origin,
+        bucket,
+        key,
+        credentials,
+        region,
+        expires_s,
+        signed_at,
+        signed_headers=sent,
+        path_style=path_style,
     )
-    signature = hmac.new(
-        _signing_key(credentials.secret_key, day, region), string_to_sign.encode(), hashlib.sha256
-    ).hexdigest()
-    url = f"{parts.scheme}://{host}{path}?{encoded_query}&X-Amz-Signature={signature}"
     return PresignedPut(url=url, headers=sent)
