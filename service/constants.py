@@ -196,6 +196,9 @@ READINESS_DEADLINE_S = 2.0
 SERVER_MAX_HEADER_BYTES = 16 * KiB
 SERVER_MAX_CONCURRENCY = 2048
 SERVER_KEEP_ALIVE_S = 5
+#: On SIGTERM, how long open requests (downloads) may go on before they are cut and the
+#: process shuts down (seconds; every worker of `zipedge serve --workers N` alike).
+SERVER_GRACEFUL_SHUTDOWN_S = 10
 #: How often each serving process records its event loop's task count (seconds).
 EVENT_LOOP_STATS_S = 1.0
 
