@@ -59,7 +59,15 @@ def _failed(what: str, exc: BaseException) -> CacheWriteFailed:
 
 
 class S3CacheWriter:
-    def __init__(self, s3: S3, *, bucket: str, key: str, entry: CacheEntry) -> None:
+    def __init__(
+        self,
+        s3: S3,
+        *,
+        bucket: str,
+        key: str,
+        entry: CacheEntry,
+        parts_in_flight: int = CACHE_PARTS_IN_FLIGHT,
+    ) -> None:
         self._client = s3.client
         self._bucket = bucket
         self._key = key
@@ -74,7 +82,7 @@ class S3CacheWriter:
         self._parts: dict[int, str] = {}
         self._next_part = 0
         self._tasks: set[asyncio.Task[None]] = set()
-        self._slots = asyncio.Semaphore(CACHE_PARTS_IN_FLIGHT)
+        self._slots = asyncio.Semaphore(parts_in_flight)
         self._failure: BaseException | None = None
         self._finished = False
 
@@ -129,7 +137,7 @@ class S3CacheWriter:
         return part
 
     async def _send(self, data: bytes) -> None:
-        # Waiting for a free slot is the backpressure: at most CACHE_PARTS_IN_FLIGHT parts
+        # Waiting for a free slot is the backpressure: at most `parts_in_flight` parts
         # (plus the one being filled) are in memory per cache write.
         await self._slots.acquire()
         self._next_part += 1
@@ -265,8 +273,14 @@ class S3ArchiveCache:
         await self._memo.remember(found)
         return found
 
-    async def writer(self, entry: CacheEntry) -> CacheWriter:
-        writer = S3CacheWriter(self._s3, bucket=self._bucket, key=self.key(entry.objects_id), entry=entry)
+    async def writer(self, entry: CacheEntry, *, parts_in_flight: int = CACHE_PARTS_IN_FLIGHT) -> CacheWriter:
+        writer = S3CacheWriter(
+            self._s3,
+            bucket=self._bucket,
+            key=self.key(entry.objects_id),
+            entry=entry,
+            parts_in_flight=parts_in_flight,
+        )
         await writer.start()
         return writer
 

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from service.archive.manifest import Manifest
 from service.cache.base import ArchiveCache, CacheWriter, settle
 from service.cache.lock import Lease
-from service.constants import JOB_LOCK_POLL_S, JOB_PROGRESS_INTERVAL_S
+from service.constants import JOB_LOCK_POLL_S, JOB_PARTS_IN_FLIGHT, JOB_PROGRESS_INTERVAL_S
 from service.exceptions import (
     BuildFailed,
     CacheError,
@@ -102,7 +102,9 @@ class ArchiveBuilder:
         job_id: str,
         gate: CommitGate | None,
     ) -> None:
-        writer: CacheWriter | None = await cache.writer(cache_entry(manifest))
+        writer: CacheWriter | None = await cache.writer(
+            cache_entry(manifest), parts_in_flight=JOB_PARTS_IN_FLIGHT
+        )
         try:
             last = time.monotonic()
             async with contextlib.aclosing(self._streams.write(manifest, progress)) as chunks:

@@ -285,11 +285,12 @@ async def test_a_cache_that_refuses_access_is_a_loud_configuration_error(
     assert await stack.cache_keys() == [] and await stack.uploads_in_progress() == []
 
 
+@pytest.mark.parametrize("parts_in_flight", [1, 4])
 async def test_a_cache_object_of_several_parts_holds_exactly_the_bytes_written(
-    seaweedfs: SeaweedFS, s3_bucket: str, s3_client: Any
+    seaweedfs: SeaweedFS, s3_bucket: str, s3_client: Any, parts_in_flight: int
 ) -> None:
-    """Chunks of any size, crossing part boundaries (8 MiB): the committed object is the
-    bytes written, in order."""
+    """Chunks of any size, crossing part boundaries (8 MiB), several parts in flight: the
+    committed object is the bytes written, in order."""
     from service.cache.base import CacheEntry
     from service.cache.s3 import RedirectSigning, S3ArchiveCache
     from service.constants import CACHE_MIN_PART_BYTES
@@ -299,7 +300,7 @@ async def test_a_cache_object_of_several_parts_holds_exactly_the_bytes_written(
     entry = CacheEntry("objs", "layout", len(body), "a.zip", 1_735_689_600)
     async with s3_for(seaweedfs) as s3:
         cache = S3ArchiveCache(s3, bucket=s3_bucket, prefix="c/", signing=RedirectSigning(3600, 3600, ""))
-        writer = await cache.writer(entry)
+        writer = await cache.writer(entry, parts_in_flight=parts_in_flight)
         sizes = [1, 300_007, 96, 262_144, 5_000_000]  # repeated: every boundary falls mid-chunk
         offset = i = 0
         while offset < len(body):
