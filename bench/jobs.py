@@ -1,13 +1,20 @@
 """Jobs: background jobs, against streaming the same bytes.
 
-* stream: the whole range streamed by `zipedge serve` without cache or Redis and with the
-  streaming limits raised, timed with the stream client (`bench/stream.py`): warm-up,
-  timed runs, one checked copy.
-* big job: a fresh Redis and cache prefix, the service with `ZIPEDGE_STREAM_MAX_ENTRIES`
-  below the range's size (so `GET /v1/zip` would answer 202 too), one `zipedge worker
-  --concurrency 1`. `POST /v1/jobs` → poll `status_url` every 0.2 s until `ready`. The
-  archive is then downloaded once from `download_url` and checked like a stream's copy;
-  it must be the streamed archive byte for byte (same id, same CRC-32).
+* stream: the whole range streamed by `zipedge serve` without a cache and with the
+  streaming limits raised, timed with the stream client (`bench/stream.py`): warm-up, one
+  untimed stream that teaches the object index the members' CRCs, timed runs, one
+  checked copy. It shares its Redis (the object index, the listings) with the big jobs.
+* storage ingest: the archive's bytes as one multipart upload from this process, the way
+  a job's cache writer sends them (`bench/ingest.py`): what storage's write costs alone.
+* folder job: the range as a job into a cache folder in memory (the archives' tmpfs),
+  one `zipedge worker --concurrency 1`: everything a job does except storage's ingest.
+* big job: the same into a fresh S3 cache prefix. The service runs with
+  `ZIPEDGE_STREAM_MAX_ENTRIES` below the range's size (so `GET /v1/zip` would answer 202
+  too). A warm-up job of the warm-up day runs first, untimed (a worker's first job
+  imports the S3 control plane's models); then `POST /v1/jobs` → poll `status_url` every
+  0.2 s until `ready`. The archive is then downloaded once from `download_url` and
+  checked like a stream's copy; it must be the streamed archive byte for byte (same id,
+  same CRC-32).
 * batch: N distinct single-day jobs posted at once, wall time until all are ready, with 1
   and with 2 workers (`--concurrency 1` each, so the worker count is what scales); each
   configuration gets its own Redis, cache prefix, service and workers, so no job and no
@@ -23,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import time
 import traceback
 from collections.abc import AsyncIterator, Callable
@@ -34,7 +42,8 @@ from typing import Any
 import httpx
 
 from bench import curl
-from bench.dataset import Content, Dataset
+from bench.dataset import WARMUP_DAY, Content, Dataset
+from bench.ingest import IngestRun, measure_ingest
 from bench.s3 import S3Endpoint, delete_prefix, ensure_bucket, s3_client
 from bench.stack import ZipedgeServer, ZipedgeWorker, ZipedgeWorkers, zipedge_env
 from bench.stream import (
@@ -43,12 +52,16 @@ from bench.stream import (
     ProcessTree,
     StreamSession,
     StreamSummary,
+    curl_stream_once,
     file_crc32,
     verify_archive,
 )
+from service.stack.redis import RedisServer
 
 POLL_S = 0.2
 JOB_TIMEOUT_S = 600.0
+#: How long the archive of a range may keep its old layout once its CRCs are learned.
+TEACH_TIMEOUT_S = 30.0
 WORKER_READY_TIMEOUT_S = 60.0
 
 
@@ -119,22 +132,33 @@ class JobsResult:
     object_bytes: int
     stream: StreamSummary | None = None
     stream_error: str | None = None
+    #: the whole range as a job into the S3 cache: the figure
     big: JobTiming | None = None
     big_cpu_s: dict[str, float] = field(default_factory=dict)
     big_error: str | None = None
+    #: the same job into a cache folder in memory (tmpfs): the job without storage's ingest
+    folder: JobTiming | None = None
+    folder_cpu_s: dict[str, float] = field(default_factory=dict)
+    folder_error: str | None = None
+    #: the archive's bytes as one multipart upload alone: what storage's ingest costs
+    ingest: IngestRun | None = None
+    ingest_error: str | None = None
     batch_describe: str = ""
     batches: list[Batch] = field(default_factory=list)
 
+    def over_stream(self, job: JobTiming | None) -> float | None:
+        """A job's time over the stream's for the same bytes."""
+        if self.stream is None or job is None or not job.seconds:
+            return None
+        return job.seconds / self.stream.total_s
+
     @property
     def ratio(self) -> float | None:
-        """Job time over stream time for the same bytes."""
-        if self.stream is None or self.big is None or not self.big.seconds:
-            return None
-        return self.big.seconds / self.stream.total_s
+        return self.over_stream(self.big)
 
     @property
     def errors(self) -> list[str]:
-        found = [e for e in (self.stream_error, self.big_error) if e]
+        found = [e for e in (self.stream_error, self.big_error, self.folder_error, self.ingest_error) if e]
         return found + [f"{b.workers} worker(s): {b.error}" for b in self.batches if b.error]
 
     def as_dict(self) -> dict[str, Any]:
@@ -148,6 +172,12 @@ class JobsResult:
             "big_job_cpu_s": self.big_cpu_s,
             "big_job_error": self.big_error,
             "job_over_stream": self.ratio,
+            "folder_job": self.folder.as_dict() if self.folder else None,
+            "folder_job_cpu_s": self.folder_cpu_s,
+            "folder_job_error": self.folder_error,
+            "folder_job_over_stream": self.over_stream(self.folder),
+            "ingest": self.ingest.as_dict() if self.ingest else None,
+            "ingest_error": self.ingest_error,
             "batch_describe": self.batch_describe,
             "batches": [b.as_dict() for b in self.batches],
         }
@@ -222,24 +252,35 @@ async def _config(
     name: str,
     logs: Path,
     tmp: Path,
+    redis: RedisServer | None = None,
+    *,
+    folder_cache: bool = False,
 ) -> AsyncIterator[_Config]:
-    from service.stack.redis import RedisServer
-
+    """The service and `workers` workers on a fresh cache (an S3 prefix, or a folder both
+    reach), and on `redis` (a fresh one unless given)."""
     cache_bucket = f"{ep.bucket}-cache"
     prefix = f"jobs-{name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-    async with s3_client(ep, pool=4) as s3:
-        await ensure_bucket(s3, cache_bucket)
     async with contextlib.AsyncExitStack() as stack:
-
-        async def cleanup() -> None:
+        if folder_cache:
+            folder = tmp / prefix
+            folder.mkdir(parents=True)
+            stack.callback(shutil.rmtree, folder, ignore_errors=True)
+            cache = f"file://{folder}"
+        else:
             async with s3_client(ep, pool=4) as s3:
-                await delete_prefix(s3, cache_bucket, f"{prefix}/")
+                await ensure_bucket(s3, cache_bucket)
 
-        stack.push_async_callback(cleanup)
-        redis = stack.enter_context(RedisServer(tmp / f"redis-jobs-{name}"))
+            async def cleanup() -> None:
+                async with s3_client(ep, pool=4) as s3:
+                    await delete_prefix(s3, cache_bucket, f"{prefix}/")
+
+            stack.push_async_callback(cleanup)
+            cache = f"s3://{cache_bucket}/{prefix}"
+        if redis is None:
+            redis = stack.enter_context(RedisServer(tmp / f"redis-jobs-{name}"))
         env = {
             **opts.env,
-            "ZIPEDGE_CACHE": f"s3://{cache_bucket}/{prefix}",
+            "ZIPEDGE_CACHE": cache,
             "ZIPEDGE_REDIS_URL": redis.url,
             # Below the range's entry count: the range is a job, also for GET /v1/zip.
             "ZIPEDGE_STREAM_MAX_ENTRIES": str(min(1000, ds.count - 1)),
@@ -303,6 +344,70 @@ async def _check_size(job: JobTiming, download_url: str) -> None:
         )
 
 
+async def teach_crcs(url: str, pid: int, log: Callable[[str], None]) -> None:
+    """Stream `url` once, untimed, so the object index learns every member's CRC-32, then
+    wait until the service answers with the archive that carries them (another ETag: the
+    day listings are refreshed in the background after the lesson)."""
+    taught = await curl_stream_once(url, pid)
+    deadline = time.monotonic() + TEACH_TIMEOUT_S
+    while (head := await curl.fetch(url, method="HEAD", max_time_s=30)).etag == taught.etag:
+        if head.status != 200 or time.monotonic() > deadline:
+            raise BenchError(f"HEAD {url}: HTTP {head.status}, still ETag {head.etag} after the lesson")
+        await asyncio.sleep(POLL_S)
+    log(f"jobs/stream: untimed first stream {taught.total_s:.2f} s taught the CRCs ({head.etag})")
+
+
+async def _stream(
+    ep: S3Endpoint,
+    ds: Dataset,
+    content: Content,
+    opts: JobsOptions,
+    redis: RedisServer,
+    logs: Path,
+    archives: Path,
+    log: Callable[[str], None],
+) -> StreamSummary:
+    """The reference: the range streamed without a cache, the streaming limits raised.
+    One untimed stream first teaches the object index the members' CRCs, so the timed
+    runs and the checked copy are the same archive."""
+    env = {
+        **opts.env,
+        "ZIPEDGE_STREAM_MAX_ENTRIES": str(max(20_000, 2 * ds.count)),
+        "ZIPEDGE_REDIS_URL": redis.url,
+    }
+    source = f"s3://{ep.bucket}/{ds.prefix}"
+    async with (
+        ZipedgeServer(ep, source, logs / "zipedge-jobs-stream.log", env) as server,
+        StreamSession(server.base_url, server.pid, ds, content, archives, opts.client) as session,
+    ):
+        await teach_crcs(f"{server.base_url}/v1/zip?{ds.query}", server.pid, log)
+        for rep in range(1, opts.reps + 1):
+            run = await session.run()
+            log(f"jobs/stream #{rep}: {run.total_s:.2f} s, {run.mb_per_s:.0f} MB/s")
+        return await session.check()
+
+
+async def _timed_job(
+    cfg: _Config, client: httpx.AsyncClient, ds: Dataset, seaweedfs_pid: int | None
+) -> tuple[JobTiming, dict[str, float], dict[str, Any]]:
+    """A warm-up job first (the warm-up day; untimed: a worker's first job imports the S3
+    control plane's models, once per process), then the whole range, timed from the POST
+    to the first poll that sees it ready, with the CPU of every process meanwhile."""
+    base = cfg.server.base_url
+    day = WARMUP_DAY.isoformat()
+    warm = await _submit(client, base, {"from": day, "to": day}, "warm-up")
+    await _poll(client, base, warm, time.perf_counter())
+    meter = _meter(cfg, seaweedfs_pid)
+    meter.start()
+    t0 = time.perf_counter()
+    body = {"from": ds.first_day.isoformat(), "to": ds.last_day.isoformat()}
+    job = await _submit(client, base, body, f"{ds.first_day}..{ds.last_day}")
+    doc = await _poll(client, base, job, t0)
+    cpu = meter.stop()
+    await _check_size(job, doc["download_url"])
+    return job, cpu, doc
+
+
 async def _big_job(
     ep: S3Endpoint,
     ds: Dataset,
@@ -313,16 +418,14 @@ async def _big_job(
     logs: Path,
     tmp: Path,
     archives: Path,
+    redis: RedisServer,
 ) -> None:
-    async with _config(ep, ds, opts, 1, "big", logs, tmp) as cfg, httpx.AsyncClient(timeout=30.0) as client:
-        meter = _meter(cfg, seaweedfs_pid)
-        meter.start()
-        t0 = time.perf_counter()
-        body = {"from": ds.first_day.isoformat(), "to": ds.last_day.isoformat()}
-        res.big = job = await _submit(client, cfg.server.base_url, body, f"{ds.first_day}..{ds.last_day}")
-        doc = await _poll(client, cfg.server.base_url, job, t0)
-        res.big_cpu_s = meter.stop()
-        await _check_size(job, doc["download_url"])
+    async with (
+        _config(ep, ds, opts, 1, "big", logs, tmp, redis) as cfg,
+        httpx.AsyncClient(timeout=30.0) as client,
+    ):
+        job, res.big_cpu_s, doc = await _timed_job(cfg, client, ds, seaweedfs_pid)
+        res.big = job
         # Once, untimed: the job's archive must be the streamed one, byte for byte.
         out = archives / "job.zip"
         try:
@@ -334,11 +437,32 @@ async def _big_job(
         finally:
             out.unlink(missing_ok=True)
         if res.stream is not None:
-            if (f'"{job.id}"', crc) != (res.stream.etag, res.stream.checked_crc32):
+            # The job's id names its objects; the archive id (the stream's ETag) its layout.
+            built = (f'"{doc.get("archive_id")}"', crc)
+            if built != (res.stream.etag, res.stream.checked_crc32):
                 raise BenchError(
-                    f"job {job.id} archive CRC {crc:08x} differs from the stream "
-                    f"({res.stream.etag}, CRC {res.stream.checked_crc32})"
+                    f"job {job.id}: archive {built[0]}, CRC {crc:08x}; the stream's "
+                    f"{res.stream.etag}, CRC {res.stream.checked_crc32 or 0:08x}"
                 )
+
+
+async def _folder_job(
+    ep: S3Endpoint,
+    ds: Dataset,
+    opts: JobsOptions,
+    res: JobsResult,
+    seaweedfs_pid: int | None,
+    logs: Path,
+    archives: Path,
+    redis: RedisServer,
+) -> None:
+    """The same job with the cache a folder in memory (the archives' tmpfs when it has
+    room): everything a job does but storage's ingest."""
+    async with (
+        _config(ep, ds, opts, 1, "folder", logs, archives, redis, folder_cache=True) as cfg,
+        httpx.AsyncClient(timeout=30.0) as client,
+    ):
+        res.folder, res.folder_cpu_s, _ = await _timed_job(cfg, client, ds, seaweedfs_pid)
 
 
 async def _batch(
@@ -392,28 +516,44 @@ async def measure(
     res = JobsResult(ds.describe(), ds.count, ds.total_bytes)
     res.batch_describe = f"{opts.batch_jobs} single-day jobs of {per_day} objects"
 
-    try:
-        stream_env = {**opts.env, "ZIPEDGE_STREAM_MAX_ENTRIES": str(max(20_000, 2 * ds.count))}
-        source = f"s3://{ep.bucket}/{ds.prefix}"
-        async with (
-            ZipedgeServer(ep, source, logs / "zipedge-jobs-stream.log", stream_env) as server,
-            StreamSession(server.base_url, server.pid, ds, content, archives, opts.client) as session,
-        ):
-            for rep in range(1, opts.reps + 1):
-                run = await session.run()
-                log(f"jobs/stream #{rep}: {run.total_s:.2f} s, {run.mb_per_s:.0f} MB/s")
-            res.stream = await session.check()
-    except Exception as exc:
-        res.stream_error = f"{type(exc).__name__}: {exc}"
-        log(f"jobs/stream FAILED:\n{traceback.format_exc()}")
+    # The stream and the big job share one Redis: its object index holds the CRCs the
+    # stream taught, so the job builds the very archive that was streamed (members with
+    # their CRCs in the local headers), as every archive of a range after its first does.
+    with RedisServer(tmp / "redis-jobs-stream") as redis:
+        try:
+            res.stream = await _stream(ep, ds, content, opts, redis, logs, archives, log)
+        except Exception as exc:
+            res.stream_error = f"{type(exc).__name__}: {exc}"
+            log(f"jobs/stream FAILED:\n{traceback.format_exc()}")
 
-    try:
-        await _big_job(ep, ds, content, opts, res, seaweedfs_pid, logs, tmp, archives)
-        assert res.big is not None
-        log(f"jobs/big: {res.big.seconds:.2f} s, {res.big.mb_per_s:.0f} MB/s, CPU {res.big_cpu_s}")
-    except Exception as exc:
-        res.big_error = f"{type(exc).__name__}: {exc}"
-        log(f"jobs/big FAILED:\n{traceback.format_exc()}")
+        try:
+            res.ingest = await measure_ingest(
+                ep,
+                res.stream.archive_bytes if res.stream else ds.total_bytes,
+                {"seaweedfs": seaweedfs_pid},
+                bucket=f"{ep.bucket}-cache",
+            )
+            ing = res.ingest
+            log(f"jobs/ingest: {ing.seconds:.2f} s, {ing.mb_per_s:.0f} MB/s, CPU {ing.cpu_s}")
+        except Exception as exc:
+            res.ingest_error = f"{type(exc).__name__}: {exc}"
+            log(f"jobs/ingest FAILED:\n{traceback.format_exc()}")
+
+        try:
+            await _folder_job(ep, ds, opts, res, seaweedfs_pid, logs, archives, redis)
+            assert res.folder is not None
+            log(f"jobs/folder: {res.folder.seconds:.2f} s, CPU {res.folder_cpu_s}")
+        except Exception as exc:
+            res.folder_error = f"folder cache: {type(exc).__name__}: {exc}"
+            log(f"jobs/folder FAILED:\n{traceback.format_exc()}")
+
+        try:
+            await _big_job(ep, ds, content, opts, res, seaweedfs_pid, logs, tmp, archives, redis)
+            assert res.big is not None
+            log(f"jobs/big: {res.big.seconds:.2f} s, {res.big.mb_per_s:.0f} MB/s, CPU {res.big_cpu_s}")
+        except Exception as exc:
+            res.big_error = f"{type(exc).__name__}: {exc}"
+            log(f"jobs/big FAILED:\n{traceback.format_exc()}")
 
     for workers in opts.worker_counts:
         try:

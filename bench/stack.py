@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO, Self
 
 import httpx
+import psutil  # type: ignore[import-untyped,unused-ignore]
 
 from bench.s3 import S3Endpoint
 
@@ -212,13 +213,22 @@ class ServerProcess(_Child):
 
 
 async def _terminate(proc: asyncio.subprocess.Process | None, sig: signal.Signals = signal.SIGTERM) -> None:
+    """Ask `proc` to stop, wait, then kill it and whatever processes it started (the
+    workers of `zipedge serve --workers N` would outlive a killed supervisor)."""
     if proc is not None and proc.returncode is None:
+        try:
+            children = psutil.Process(proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            children = []
         proc.send_signal(sig)
         try:
             await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_S)
         except TimeoutError:
             proc.kill()
             await proc.wait()
+        for child in children:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
 
 
 def zipedge_env(s3: S3Endpoint, source: str, extra_env: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -246,7 +256,7 @@ def zipedge_env(s3: S3Endpoint, source: str, extra_env: Mapping[str, str] | None
 
 class ZipedgeServer(ServerProcess):
     """`zipedge serve` as a subprocess, streaming from `source` on `s3`; no archive cache
-    and no Redis unless `extra_env` sets them."""
+    and no Redis unless `extra_env` sets them; one process unless `workers` says more."""
 
     name = "zipedge"
     ready_path = "/readyz"
@@ -258,12 +268,15 @@ class ZipedgeServer(ServerProcess):
         log_path: Path,
         extra_env: Mapping[str, str] | None = None,
         command: list[str] | None = None,
+        workers: int = 1,
     ) -> None:
         super().__init__(log_path)
         self._s3 = s3
         self._source = source
         self._extra_env = dict(extra_env or {})
         self._command = command
+        #: `--workers`: always given, since the default depends on Redis and the cores
+        self.workers = workers
 
     def env(self) -> dict[str, str]:
         return zipedge_env(self._s3, self._source, self._extra_env)
@@ -276,6 +289,8 @@ class ZipedgeServer(ServerProcess):
             "127.0.0.1",
             "--port",
             str(self.port),
+            "--workers",
+            str(self.workers),
         ]
 
 

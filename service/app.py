@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import logging
@@ -11,10 +12,11 @@ from dataclasses import dataclass
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
+from service.constants import EVENT_LOOP_STATS_S
 from service.downloads import Downloads
 from service.jobs.build import ArchiveBuilder
 from service.jobs.queue import JobQueue
-from service.metrics import MetricsMiddleware
+from service.metrics import MetricsMiddleware, process_exited, watch_event_loop
 from service.quotas import Quotas
 from service.runtime import Runtime, open_runtime
 from service.settings import Settings
@@ -94,13 +96,21 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with open_services(settings) as services:
-            app.state.services = services
-            # Everything built so far (modules, clients) lives as long as the process: keep it
-            # out of full collections, whose pauses were the redirect latency's p99.
-            gc.freeze()
-            logger.info("zipedge serving %s", settings.source)
-            yield
+        try:
+            async with open_services(settings) as services:
+                app.state.services = services
+                # Everything built so far (modules, clients) lives as long as the process: keep
+                # it out of full collections, whose pauses were the redirect latency's p99.
+                gc.freeze()
+                watch = asyncio.create_task(watch_event_loop(EVENT_LOOP_STATS_S))
+                logger.info("zipedge serving %s", settings.source)
+                try:
+                    yield
+                finally:
+                    watch.cancel()
+                    await asyncio.gather(watch, return_exceptions=True)
+        finally:
+            process_exited(settings)
 
     return Starlette(
         routes=routes,

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from service import __version__, tracing
+from service import __version__, constants, tracing
 from service.exceptions import ConfigError, RequestError
 from service.logs import configure as configure_logging
 from service.logs import uvicorn_log_config
@@ -22,8 +23,6 @@ from service.settings import Settings, log_format_of
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from service.app import create_app
-
     settings = Settings.from_env()  # fail fast, before the server binds
     if settings.source.scheme == "file" and not settings.source.path.is_dir():
         print(
@@ -32,27 +31,78 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    workers = args.workers if args.workers is not None else default_workers(settings)
+    if workers > 1 and not settings.redis_url:
+        print(
+            f"zipedge serve: --workers {workers} needs ZIPEDGE_REDIS_URL. Without Redis the job "
+            "runner, the build lock, the stream and rate limits and the in-process memos "
+            "belong to one process: a job submitted to one worker would be unknown to the "
+            "next. Set ZIPEDGE_REDIS_URL, or serve with --workers 1.",
+            file=sys.stderr,
+        )
+        return 2
     url = f"http://{args.host}:{args.port}"
-    _say(f"zipedge: serving {settings.source} on {url}")
+    plural = "es" if workers > 1 else ""
+    _say(f"zipedge: serving {settings.source} on {url} ({workers} process{plural})")
     keep_freed_memory()
-    options: dict[str, Any] = dict(server_limits(settings))
+    options: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "log_level": args.log_level,
+        "access_log": args.access_log,
+        "timeout_graceful_shutdown": constants.SERVER_GRACEFUL_SHUTDOWN_S,
+        **server_limits(settings),
+    }
     log_config = uvicorn_log_config(settings.log_format, args.log_level)
     if log_config is not None:
         options["log_config"] = log_config  # else uvicorn's own text format, as always
-    tracing.setup(settings.otel_endpoint, settings.otel_service_name)
-    try:
-        uvicorn.run(
-            create_app(settings),
-            host=args.host,
-            port=args.port,
-            log_level=args.log_level,
-            access_log=args.access_log,
-            timeout_graceful_shutdown=10,
-            **options,
-        )
-    finally:
-        tracing.shutdown()  # the spans still batched
+    if workers == 1:
+        from service.app import create_app
+
+        tracing.setup(settings.otel_endpoint, settings.otel_service_name)
+        try:
+            uvicorn.run(create_app(settings), **options)
+        finally:
+            tracing.shutdown()  # the spans still batched
+        return 0
+    # Each worker process imports the app and reads the settings itself (its own S3 pool,
+    # Redis client, listing cache, tracer); they share the listening socket, bound by this
+    # one, which supervises them: a worker that dies is replaced, SIGTERM stops them all.
+    from service.metrics import shared_metrics_dir
+
+    with shared_metrics_dir(settings):
+        uvicorn.run(WORKER_APP, factory=True, workers=workers, **options)
     return 0
+
+
+#: The app factory every worker of `zipedge serve --workers N` imports.
+WORKER_APP = "service.cli:worker_app"
+
+
+def worker_app() -> Any:
+    """The application of one worker process: logging as `zipedge` sets it up, settings
+    read from the environment it inherited."""
+    import atexit
+
+    from service.app import create_app
+
+    settings = Settings.from_env()
+    configure_logging(settings.log_format)
+    keep_freed_memory()  # mallopt's thresholds are per process, and workers are spawned
+    # A spawned process: the parent's tracer provider and its export thread are not here.
+    tracing.setup(settings.otel_endpoint, settings.otel_service_name)
+    atexit.register(tracing.shutdown)  # the spans still batched when the worker stops
+    return create_app(settings)
+
+
+def default_workers(settings: Settings) -> int:
+    """Every core when Redis is configured (what coordinates the processes), else one."""
+    if not settings.redis_url:
+        return 1
+    try:
+        return max(1, len(os.sched_getaffinity(0)))  # the cores this process may run on
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def server_limits(settings: Settings) -> dict[str, Any]:
@@ -60,8 +110,6 @@ def server_limits(settings: Settings) -> dict[str, Any]:
     reading a request's headers: a slowloris client is cut by nginx in front
     (`client_header_timeout`), and `limit_concurrency` keeps one process's sockets bounded
     meanwhile. uvicorn's own refusals are plain text; behind nginx they become JSON."""
-    from service import constants
-
     return {
         # No WebSockets here: nothing to offer, nothing for uvicorn to load.
         "ws": "none",
@@ -212,6 +260,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--access-log", action=argparse.BooleanOptionalAction, default=True, help="log one line per request"
     )
+    serve.add_argument(
+        "--workers",
+        type=_positive,
+        default=None,
+        help="processes serving the one port (default: one per CPU core when ZIPEDGE_REDIS_URL "
+        "is set, else 1). More than one needs Redis: without it the job runner, the build lock, "
+        "the limits and the memos are per process",
+    )
     serve.set_defaults(func=_serve)
 
     worker = command("worker", "run background jobs: archives too large to stream (needs ZIPEDGE_REDIS_URL)")
@@ -293,6 +349,16 @@ def _say(message: str, level: int = logging.INFO) -> None:
         logging.getLogger("zipedge").log(level, message)
     else:
         print(message, file=sys.stderr, flush=True)
+
+
+def _positive(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {raw!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

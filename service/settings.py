@@ -101,6 +101,9 @@ class Settings:
     manifest_ttl_s: int = constants.DEFAULT_MANIFEST_TTL_S
     auth: AuthSettings = field(default_factory=AuthSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    #: where the processes of `zipedge serve --workers N` keep their metrics, so /metrics
+    #: adds them up (prometheus_client's multiprocess mode; PROMETHEUS_MULTIPROC_DIR)
+    metrics_dir: Path | None = None
     # --- observability (see `_observability_settings`) ---
     #: "text" or "json": one JSON object per log line (ZIPEDGE_LOG_FORMAT)
     log_format: str = "text"
@@ -171,6 +174,7 @@ class Settings:
             manifest_ttl_s=integer("ZIPEDGE_MANIFEST_TTL_S", constants.DEFAULT_MANIFEST_TTL_S, 60),
             auth=AuthSettings.from_env(env),
             limits=LimitSettings.from_env(env),
+            metrics_dir=Path(metrics_dir) if (metrics_dir := text(METRICS_DIR_VARIABLE)) else None,
             **_observability_settings(env),
         )
 
@@ -204,6 +208,17 @@ class Settings:
     @property
     def uses_s3(self) -> bool:
         return self.source.scheme == "s3" or (self.cache is not None and self.cache.scheme == "s3")
+
+
+#: The variable prometheus_client reads when it is imported: every process writes its
+#: metrics as files there, and any of them can add them all up.
+METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def pass_to_workers(name: str, value: str) -> None:
+    """Set `name` for the processes this one is about to start (uvicorn's workers inherit
+    the environment), the one write to it: some libraries read it only at import time."""
+    os.environ[name] = value
 
 
 _DAY_FOLDER = re.compile(r"[0-9]{4}/[0-9]{2}/[0-9]{2}(/|$)")

@@ -18,10 +18,11 @@ import pytest
 from service.exceptions import ConfigError
 from service.settings import Settings, log_format_of
 from service.stack.ports import free_port
+from service.stack.redis import RedisServer
 from tests.web.test_api import write_files
 
 
-def serve_json(tmp_path: Path, **env: str) -> tuple[list[dict[str, Any]], str]:
+def serve_json(tmp_path: Path, *args: str, **env: str) -> tuple[list[dict[str, Any]], str]:
     """Start `zipedge serve` with JSON logs, stream a day and stop it: its stderr lines,
     each parsed, and the archive's ETag."""
     root = tmp_path / "photos"
@@ -35,7 +36,7 @@ def serve_json(tmp_path: Path, **env: str) -> tuple[list[dict[str, Any]], str]:
         **env,
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1", "--port", str(port), *args],
         env=environ,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -103,6 +104,28 @@ def test_json_lines_carry_trace_ids_when_tracing_is_on(tmp_path: Path) -> None:
     ]
     assert len(access) == 1
     assert len(access[0]["trace_id"]) == 32 and len(access[0]["span_id"]) == 16
+
+
+def test_every_worker_logs_json_and_traces(tmp_path: Path, private_redis_server: RedisServer) -> None:
+    # Workers are spawned processes: each sets up its own logging and tracer.
+    lines, _ = serve_json(
+        tmp_path,
+        "--workers",
+        "2",
+        ZIPEDGE_REDIS_URL=private_redis_server.url,
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{free_port()}",
+    )
+    assert any(
+        line["message"].startswith("zipedge: serving") and "2 processes" in line["message"] for line in lines
+    )
+    assert sum(line["message"].startswith("tracing: spans go to") for line in lines) >= 2
+    access = [
+        line
+        for line in lines
+        if line["logger"] == "uvicorn.access" and line.get("path", "").startswith("/v1/zip")
+    ]
+    assert len(access) == 1
+    assert len(access[0]["trace_id"]) == 32
 
 
 def test_settings_of_logs_and_traces() -> None:

@@ -58,7 +58,7 @@ class SlowToStartCache(MemoryArchiveCache):
         self.creating = asyncio.Event()
         self.go = asyncio.Event()
 
-    async def writer(self, entry: CacheEntry) -> CacheWriter:
+    async def writer(self, entry: CacheEntry, *, parts_in_flight: int = 2) -> CacheWriter:
         self.creating.set()
         await self.go.wait()
         return await super().writer(entry)

@@ -22,7 +22,7 @@ from typing import Protocol, TypeVar
 
 from aiocache import SimpleMemoryCache
 
-from service.constants import CACHE_POSITIVE_MEMO_S
+from service.constants import CACHE_PARTS_IN_FLIGHT, CACHE_POSITIVE_MEMO_S
 
 T = TypeVar("T")
 
@@ -66,8 +66,10 @@ class ArchiveCache(Protocol):
         `DependencyUnavailable` when the store cannot be asked."""
         ...
 
-    async def writer(self, entry: CacheEntry) -> CacheWriter:
-        """A writer for a new cache object; `CacheWriteFailed` if none can be started."""
+    async def writer(self, entry: CacheEntry, *, parts_in_flight: int = CACHE_PARTS_IN_FLIGHT) -> CacheWriter:
+        """A writer for a new cache object; `CacheWriteFailed` if none can be started.
+        `parts_in_flight`: how many parts it may upload at once, where a store uploads in
+        parts (a job, with no client to keep pace with, may hold more)."""
         ...
 
     async def url(self, objects_id: str, filename: str, *, base_url: str, method: str = "GET") -> str:

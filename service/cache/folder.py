@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 from service.cache.base import CachedArchive, CacheEntry, CacheWriter, settle
-from service.constants import CACHE_FOLDER_WRITE_BYTES
+from service.constants import CACHE_FOLDER_WRITE_BYTES, CACHE_PARTS_IN_FLIGHT
 from service.exceptions import CacheWriteFailed, DependencyUnavailable
 
 
@@ -145,7 +145,7 @@ class FolderArchiveCache:
         except OSError as exc:
             raise DependencyUnavailable(f"cache folder: {exc.strerror}") from exc
 
-    async def writer(self, entry: CacheEntry) -> CacheWriter:
+    async def writer(self, entry: CacheEntry, *, parts_in_flight: int = CACHE_PARTS_IN_FLIGHT) -> CacheWriter:
         writer = FolderCacheWriter(self.directory, entry)
         await writer.start()
         return writer

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from service.cache.base import CachedArchive, CacheEntry, CacheWriter
+from service.constants import CACHE_PARTS_IN_FLIGHT
 from service.exceptions import CacheWriteFailed
 
 
@@ -45,7 +46,7 @@ class MemoryArchiveCache:
             return None
         return CachedArchive(objects_id, self.layouts.get(objects_id, objects_id), len(data))
 
-    async def writer(self, entry: CacheEntry) -> CacheWriter:
+    async def writer(self, entry: CacheEntry, *, parts_in_flight: int = CACHE_PARTS_IN_FLIGHT) -> CacheWriter:
         writer = MemoryCacheWriter(self, entry)
         self.writers.append(writer)
         return writer

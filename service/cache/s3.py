@@ -59,20 +59,30 @@ def _failed(what: str, exc: BaseException) -> CacheWriteFailed:
 
 
 class S3CacheWriter:
-    def __init__(self, s3: S3, *, bucket: str, key: str, entry: CacheEntry) -> None:
+    def __init__(
+        self,
+        s3: S3,
+        *,
+        bucket: str,
+        key: str,
+        entry: CacheEntry,
+        parts_in_flight: int = CACHE_PARTS_IN_FLIGHT,
+    ) -> None:
         self._client = s3.client
         self._bucket = bucket
         self._key = key
         self._entry = entry
         self._size = entry.size
         self._part_size = part_size_for(entry.size)
-        self._buffer = bytearray()
+        #: the chunks of the part being filled, and their bytes: joined once, when full
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
         self._written = 0
         self._upload_id = ""
         self._parts: dict[int, str] = {}
         self._next_part = 0
         self._tasks: set[asyncio.Task[None]] = set()
-        self._slots = asyncio.Semaphore(CACHE_PARTS_IN_FLIGHT)
+        self._slots = asyncio.Semaphore(parts_in_flight)
         self._failure: BaseException | None = None
         self._finished = False
 
@@ -111,14 +121,23 @@ class S3CacheWriter:
         self._written += len(chunk)
         if self._written > self._size:
             raise CacheWriteFailed(f"more than the promised {self._size} bytes")
-        self._buffer += chunk
-        while len(self._buffer) >= self._part_size:
-            part = bytes(self._buffer[: self._part_size])
-            del self._buffer[: self._part_size]
-            await self._send(part)
+        # Chunks are at most a read's size (256 KiB): only the one that crosses a part's
+        # boundary is split, and each part's bytes are copied once, when it is joined.
+        while chunk:
+            room = self._part_size - self._pending_bytes
+            head, chunk = (chunk, b"") if len(chunk) <= room else (chunk[:room], chunk[room:])
+            self._pending.append(head)
+            self._pending_bytes += len(head)
+            if self._pending_bytes == self._part_size:
+                await self._send(self._take())
+
+    def _take(self) -> bytes:
+        part = b"".join(self._pending)
+        self._pending, self._pending_bytes = [], 0
+        return part
 
     async def _send(self, data: bytes) -> None:
-        # Waiting for a free slot is the backpressure: at most CACHE_PARTS_IN_FLIGHT parts
+        # Waiting for a free slot is the backpressure: at most `parts_in_flight` parts
         # (plus the one being filled) are in memory per cache write.
         await self._slots.acquire()
         self._next_part += 1
@@ -145,9 +164,8 @@ class S3CacheWriter:
         try:
             if self._written != self._size:
                 raise CacheWriteFailed(f"wrote {self._written} bytes, promised {self._size}")
-            if self._buffer or self._next_part == 0:
-                await self._send(bytes(self._buffer))
-                self._buffer.clear()
+            if self._pending or self._next_part == 0:
+                await self._send(self._take())
             await asyncio.gather(*self._tasks)
             if self._failure is not None:
                 raise CacheWriteFailed(f"part upload failed: {self._failure}")
@@ -208,7 +226,7 @@ class S3CacheWriter:
 
     async def _finish_abort(self) -> None:
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._buffer.clear()
+        self._pending, self._pending_bytes = [], 0
         await self._abort_upload()
 
 
@@ -255,8 +273,14 @@ class S3ArchiveCache:
         await self._memo.remember(found)
         return found
 
-    async def writer(self, entry: CacheEntry) -> CacheWriter:
-        writer = S3CacheWriter(self._s3, bucket=self._bucket, key=self.key(entry.objects_id), entry=entry)
+    async def writer(self, entry: CacheEntry, *, parts_in_flight: int = CACHE_PARTS_IN_FLIGHT) -> CacheWriter:
+        writer = S3CacheWriter(
+            self._s3,
+            bucket=self._bucket,
+            key=self.key(entry.objects_id),
+            entry=entry,
+            parts_in_flight=parts_in_flight,
+        )
         await writer.start()
         return writer
 

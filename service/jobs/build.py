@@ -16,7 +16,7 @@ from service import tracing
 from service.archive.manifest import Manifest
 from service.cache.base import ArchiveCache, CacheWriter, settle
 from service.cache.lock import Lease
-from service.constants import JOB_LOCK_POLL_S, JOB_PROGRESS_INTERVAL_S
+from service.constants import JOB_LOCK_POLL_S, JOB_PARTS_IN_FLIGHT, JOB_PROGRESS_INTERVAL_S
 from service.exceptions import (
     BuildFailed,
     CacheError,
@@ -127,7 +127,9 @@ class ArchiveBuilder:
         job_id: str,
         gate: CommitGate | None,
     ) -> None:
-        writer: CacheWriter | None = await cache.writer(cache_entry(manifest))
+        writer: CacheWriter | None = await cache.writer(
+            cache_entry(manifest), parts_in_flight=JOB_PARTS_IN_FLIGHT
+        )
         try:
             last = time.monotonic()
             with tracing.span("build"):

@@ -35,7 +35,15 @@ class S3:
 def botocore_config(*, max_pool_connections: int, path_style: bool, timeout_s: float) -> AioConfig:
     return AioConfig(
         signature_version="s3v4",
-        s3={"addressing_style": "path" if path_style else "auto"},
+        s3={
+            "addressing_style": "path" if path_style else "auto",
+            # Bodies (cache parts, uploads) are sent with UNSIGNED-PAYLOAD, as the data
+            # plane's GETs are: botocore would SHA-256 every part (without a checksum
+            # header, over TLS too) and S3 hash it again to check, ~1 s of the sender's
+            # CPU per GB. The archive writer counts every byte it promised; TLS protects
+            # bodies in transit where S3 is reached over the network.
+            "payload_signing_enabled": False,
+        },
         max_pool_connections=max_pool_connections,
         connect_timeout=timeout_s,
         read_timeout=timeout_s,

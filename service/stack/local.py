@@ -78,7 +78,10 @@ def edge_nginx(
 
 
 SERVICE_START_TIMEOUT_S = 60.0
-SERVICE_STOP_TIMEOUT_S = 15.0  # uvicorn's own graceful shutdown is 10 s (cli.py)
+#: uvicorn's own graceful shutdown (SERVER_GRACEFUL_SHUTDOWN_S, 10 s), then the lifespan's
+SERVICE_STOP_TIMEOUT_S = 15.0
+#: `zipedge serve --workers`: two processes behind one port, not one per core of a laptop.
+SERVICE_WORKERS = 2
 #: SeaweedFS stops in about a second, but now and then (stopped soon after it started) its
 #: volume server waits on an open connection until it is killed. Nothing is lost by the
 #: kill: it comes after everything that writes to S3 has stopped, what it wrote is in the
@@ -104,6 +107,7 @@ class ZipedgeProcess(ManagedProcess):
     is `serve` on a free port and ready when /readyz answers 200."""
 
     stop_timeout_s = SERVICE_STOP_TIMEOUT_S
+    kill_group = True  # the workers of `serve --workers N` would outlive a killed supervisor
 
     def __init__(
         self, name: str, args: list[str], data_dir: Path, env: dict[str, str], *, http: bool = False
@@ -292,7 +296,8 @@ class LocalStack:
 
     def _create_service(self) -> ZipedgeProcess:
         env = self.service_env()
-        self.service = ZipedgeProcess("service", ["serve"], self.directory / "service", env, http=True)
+        args = ["serve", "--workers", str(SERVICE_WORKERS)]
+        self.service = ZipedgeProcess("service", args, self.directory / "service", env, http=True)
         return self.service
 
     def _create_worker(self) -> ZipedgeProcess:

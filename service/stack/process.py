@@ -3,6 +3,7 @@ stopped politely then firmly, with the log's tail for error messages."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -24,6 +25,9 @@ class ManagedProcess(ABC):
 
     log_path: Path
     stop_timeout_s: float = 10.0
+    #: When the process did not exit cleanly, kill its whole process group (its own, see
+    #: `_popen`): for servers whose children outlive their parent when it is killed.
+    kill_group: bool = False
 
     def __init__(self) -> None:
         self._proc: subprocess.Popen[bytes] | None = None
@@ -96,6 +100,9 @@ class ManagedProcess(ABC):
 
     def _reap(self) -> None:
         proc, self._proc = self._proc, None
+        if proc is not None and self.kill_group and proc.poll() != 0:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait()

@@ -143,7 +143,7 @@ async def cached_archive(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     JOBS_QUEUED.set(await services(request).jobs.depth())
-    return Response(render(), media_type=CONTENT_TYPE_LATEST)
+    return Response(render(services(request).runtime.settings), media_type=CONTENT_TYPE_LATEST)
 
 
 async def healthz(request: Request) -> Response:

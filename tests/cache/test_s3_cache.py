@@ -283,3 +283,32 @@ async def test_a_cache_that_refuses_access_is_a_loud_configuration_error(
     assert "zipedge_cache_misconfigured_total 2.0" in metrics
     assert any("CACHE MISCONFIGURED" in r.getMessage() for r in caplog.records)
     assert await stack.cache_keys() == [] and await stack.uploads_in_progress() == []
+
+
+@pytest.mark.parametrize("parts_in_flight", [1, 4])
+async def test_a_cache_object_of_several_parts_holds_exactly_the_bytes_written(
+    seaweedfs: SeaweedFS, s3_bucket: str, s3_client: Any, parts_in_flight: int
+) -> None:
+    """Chunks of any size, crossing part boundaries (8 MiB), several parts in flight: the
+    committed object is the bytes written, in order."""
+    from service.cache.base import CacheEntry
+    from service.cache.s3 import RedirectSigning, S3ArchiveCache
+    from service.constants import CACHE_MIN_PART_BYTES
+    from tests.s3_fixtures import s3_for
+
+    body = os.urandom(2 * CACHE_MIN_PART_BYTES + 12_345)
+    entry = CacheEntry("objs", "layout", len(body), "a.zip", 1_735_689_600)
+    async with s3_for(seaweedfs) as s3:
+        cache = S3ArchiveCache(s3, bucket=s3_bucket, prefix="c/", signing=RedirectSigning(3600, 3600, ""))
+        writer = await cache.writer(entry, parts_in_flight=parts_in_flight)
+        sizes = [1, 300_007, 96, 262_144, 5_000_000]  # repeated: every boundary falls mid-chunk
+        offset = i = 0
+        while offset < len(body):
+            n = sizes[i % len(sizes)]
+            await writer.write(body[offset : offset + n])
+            offset, i = offset + n, i + 1
+        assert await writer.commit()
+    stored = await (await s3_client.get_object(Bucket=s3_bucket, Key="c/objs.zip"))["Body"].read()
+    assert stored == body
+    listed = await s3_client.list_multipart_uploads(Bucket=s3_bucket)
+    assert not listed.get("Uploads")

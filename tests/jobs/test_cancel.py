@@ -70,7 +70,7 @@ class HeldCache(MemoryArchiveCache):
         super().__init__()
         self.hold = hold
 
-    async def writer(self, entry: CacheEntry) -> CacheWriter:
+    async def writer(self, entry: CacheEntry, *, parts_in_flight: int = 2) -> CacheWriter:
         writer = HeldWriter(self, entry)
         writer.hold = self.hold
         self.writers.append(writer)
