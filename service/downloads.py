@@ -34,6 +34,7 @@ from service.archive.manifest import Manifest, is_archive_id
 from service.archive.names import content_disposition
 from service.archive.ranges import ByteRange, if_range_holds, parse_range
 from service.archive.selection import DateRange
+from service.archive.served import ServedLayout
 from service.cache.base import CachedArchive
 from service.constants import CACHE_DENIED_LOG_INTERVAL_S, LAYOUTS_KEPT_ENTRIES, URL_SOURCE_ID
 from service.exceptions import CacheMisconfigured, DependencyUnavailable, UnknownArchive
@@ -180,7 +181,7 @@ class Downloads:
 
         requested = headers.get("range")
         if requested is not None and method in ("GET", "HEAD"):
-            layout = await self._layout_for(manifest, selection, headers.get("if-range"))
+            layout = await self._layout_for(manifest, selection, caller, headers.get("if-range"))
             if layout is not None:
                 window = parse_range(requested, layout.size)  # RangeNotSatisfiable: a 416
                 if window is not None:
@@ -192,7 +193,7 @@ class Downloads:
                 return Deferred(job_id_for(manifest.objects_id, caller.sub), None)
             job = await self._jobs.submit(manifest, caller)
             return Deferred(job.id, job)
-        await self._remember_served(selection, manifest)
+        await self._remember_served(selection, caller, manifest)
         return Stream(manifest, self._headers(manifest), lambda: self._streams.stream(manifest, tee=tee))
 
     async def cached_url(
@@ -267,20 +268,33 @@ class Downloads:
         if found is not None:
             return found
         try:
-            served_id = await self._runtime.manifests.served(selection)
+            record = await self._runtime.manifests.served(selection)
         except DependencyUnavailable:
             return None
+        served_id = record.archive_id if record else None
         if served_id is None or _matches(header, {etag_of(served_id)}) is None:
             return None
         layout = await self._load(served_id)
         return etag_of(served_id) if layout is not None and layout.objects_id == manifest.objects_id else None
 
-    async def _remember_served(self, selection: str, manifest: Manifest) -> None:
+    async def _remember_served(self, selection: str, caller: Caller, manifest: Manifest) -> None:
         try:
-            await self._runtime.manifests.serve(selection, manifest)
+            for key in (selection, _for_client(selection, caller)):
+                await self._runtime.manifests.serve(key, manifest)
         except DependencyUnavailable as exc:
             # The stream is fine; only a later resume may get the whole archive again.
             logger.warning("could not remember the layout served: %s", exc.message)
+
+    async def _served(
+        self, selection: str, caller: Caller
+    ) -> tuple[ServedLayout | None, ServedLayout | None]:
+        """(what this client was last served for the selection, what anyone was)."""
+        manifests = self._runtime.manifests
+        try:
+            return await manifests.served(_for_client(selection, caller)), await manifests.served(selection)
+        except DependencyUnavailable as exc:
+            logger.warning("cannot tell which layout was served: %s", exc.message)
+            return None, None
 
     async def _load(self, archive_id: str) -> Manifest | None:
         kept = self._layouts.get(archive_id)
@@ -299,19 +313,27 @@ class Downloads:
             self._layouts.popitem(last=False)
         return loaded
 
-    async def _layout_for(self, manifest: Manifest, selection: str, if_range: str | None) -> Manifest | None:
+    async def _layout_for(
+        self, manifest: Manifest, selection: str, caller: Caller, if_range: str | None
+    ) -> Manifest | None:
         """The layout a ranged request belongs to.
 
-        Without `If-Range` (curl -C -, download managers): the one this selection was last
-        served as, so every part of a download is cut from the same bytes; if one of its
-        objects changed since, reading it fails and the connection is cut (never a part of
-        another archive). With `If-Range`: the layout it names if that is still these very
-        objects, else None (the whole current archive is sent)."""
-        try:
-            served_id = await self._runtime.manifests.served(selection)
-        except DependencyUnavailable as exc:
-            logger.warning("cannot tell which layout was served: %s", exc.message)
-            served_id = None
+        Without `If-Range` (curl -C -, aria2c, wget -c): the one this client was last
+        served for this selection, so every part of its download is cut from the same
+        bytes; if one of its objects changed since, reading it fails and the connection is
+        cut (never a part of another archive). A client the service has no record of (its
+        address changed) gets the one anyone was last served, unless the selection
+        switched layouts lately: then it may hold either, and gets None (the whole current
+        archive, which such a client refuses to append: curl says it cannot resume),
+        never bytes of the other one. The same for an `If-Range` date, which the layouts
+        share. With an `If-Range` ETag: the layout it names if that is still these very
+        objects, else None."""
+        mine, anyone = await self._served(selection, caller)
+        by_date = if_range is None or not if_range.strip().startswith(('"', "W/"))
+        if by_date and mine is None and anyone is not None and not anyone.alone(time.time()):
+            return None  # either layout, and both carry the same Last-Modified
+        record = mine or anyone
+        served_id = record.archive_id if record else None
         served = None
         if served_id == manifest.archive_id:
             served = manifest
@@ -365,3 +387,9 @@ class Downloads:
             "X-Archive-Entries": str(len(manifest.entries)),
             "X-Archive-Cache": "miss",
         }
+
+
+def _for_client(selection: str, caller: Caller) -> str:
+    """The key of what one client (subject and address) was served for `selection`: a
+    download and its resumes come from one client, other people's from others."""
+    return f"{selection}\nclient:{caller.sub}@{caller.address}"

@@ -5,10 +5,11 @@ Two kinds, the same interface:
 * posted archives (`put`): `GET /v1/archives/{id}.zip` works after a restart (folder, the
   embedded default) and from any process (Redis), for `ttl_s` after the last POST;
 * layouts served by a live stream (`serve`): the manifest under its archive id, and which
-  archive id a selection (a date range, a posted archive) was last served as. A download
-  resumed or split into ranges then gets exactly the bytes its first part came from, even
-  if the service has learned CRCs since (which gives the same objects a new layout), and
-  fails honestly if one of its objects changed. Kept `SERVED_LAYOUT_TTL_S`.
+  archive id a selection (a date range, a posted archive) was last served as, with the
+  time it last became another one (`ServedLayout`). A download resumed or split into
+  ranges then gets exactly the bytes its first part came from, even if the service has
+  learned CRCs since (which gives the same objects a new layout), and fails honestly if
+  one of its objects changed. Kept `SERVED_LAYOUT_TTL_S`.
 
 A manifest is immutable and content-addressed, so writes are idempotent and need no lock.
 Beside a posted one the store records who posted it (`owned_by`: an id is a content hash,
@@ -24,9 +25,9 @@ import contextlib
 import hashlib
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,16 +35,15 @@ from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
 from service.archive.manifest import Manifest, is_archive_id
+from service.archive.served import ServedLayout
 from service.constants import (
-    DEFAULT_MANIFEST_TTL_S,
-    DEFAULT_MAX_ARCHIVE_BYTES_PER_CLIENT,
-    DEFAULT_MAX_ARCHIVES_PER_CLIENT,
     MANIFEST_INLINE_JSON_BYTES,
     SERVED_LAYOUT_PRUNE_S,
     SERVED_LAYOUT_TTL_S,
 )
-from service.exceptions import DependencyUnavailable, RateLimited, TooLarge, UnknownArchive
+from service.exceptions import DependencyUnavailable, UnknownArchive
 from service.identity import Caller
+from service.manifest_quota import LocalQuotaBooks, ManifestQuota
 
 #: Redis key prefixes of stored manifests and of the layout each set of objects was served
 #: as; of the owners of posted ones, and of each client's stored archives (a sorted set of
@@ -53,24 +53,6 @@ REDIS_SERVED_PREFIX = "zipedge:served:"
 OWNERS_PREFIX = "zipedge:manifest-owners:"
 CLIENT_PREFIX = "zipedge:manifests:client:"
 SIZES_PREFIX = "zipedge:manifests:sizes:"
-
-
-@dataclass(frozen=True, slots=True)
-class ManifestQuota:
-    max_count: int = DEFAULT_MAX_ARCHIVES_PER_CLIENT
-    max_bytes: int = DEFAULT_MAX_ARCHIVE_BYTES_PER_CLIENT
-    ttl_s: int = DEFAULT_MANIFEST_TTL_S
-
-    def refuse(self, wait_s: float) -> RateLimited:
-        return RateLimited(
-            f"at most {self.max_count} stored archives ({self.max_bytes} bytes of manifests) per "
-            "client: wait until older ones expire",
-            retry_after=wait_s,
-        )
-
-    def check_size(self, size: int) -> None:
-        if size > self.max_bytes:
-            raise TooLarge(f"the archive's manifest ({size} bytes) is over the {self.max_bytes}-byte quota")
 
 
 class ManifestStore(Protocol):
@@ -92,8 +74,8 @@ class ManifestStore(Protocol):
         asked for): keep it, and remember it as that selection's layout."""
         ...
 
-    async def served(self, selection: str) -> str | None:
-        """The archive id `selection` was last served as, if still remembered."""
+    async def served(self, selection: str) -> ServedLayout | None:
+        """What `selection` was last served as, if still remembered."""
         ...
 
     async def check(self) -> None:
@@ -140,26 +122,6 @@ def _write_atomically(path: Path, blob: bytes) -> None:
         raise
 
 
-@dataclass
-class _LocalQuota:
-    """The quota's books in this process (the folder store serves one node): per client,
-    {archive id: (expiry, size)}. They start empty after a restart."""
-
-    quota: ManifestQuota
-    clients: dict[str, dict[str, tuple[float, int]]] = field(default_factory=dict)
-
-    def claim(self, client: str, archive_id: str, size: int) -> None:
-        now = time.time()
-        held = {k: v for k, v in self.clients.get(client, {}).items() if v[0] > now}
-        if archive_id not in held and (
-            len(held) >= self.quota.max_count
-            or sum(s for _, s in held.values()) + size > self.quota.max_bytes
-        ):
-            raise self.quota.refuse(min(expiry for expiry, _ in held.values()) - now)
-        held[archive_id] = (now + self.quota.ttl_s, size)
-        self.clients[client] = held
-
-
 class FolderManifestStore:
     """One JSON file per manifest, written atomically (temp file + rename): posted ones
     with their owners in a file beside them, expired `ttl_s` after their file was last
@@ -170,7 +132,8 @@ class FolderManifestStore:
         self.directory = directory
         self._pruned_at = 0.0
         self._quota = quota or ManifestQuota()
-        self._books = _LocalQuota(self._quota)
+        self._books = LocalQuotaBooks(self._quota)
+        self._served_lock = threading.Lock()
 
     def _path(self, archive_id: str, kind: str = "") -> Path:
         base = self.directory / kind if kind else self.directory
@@ -247,24 +210,31 @@ class FolderManifestStore:
                 os.utime(layout)  # served again: kept longer
             else:
                 _write_atomically(layout, blob)
-            _write_atomically(self._served_path(selection), manifest.archive_id.encode())
+            with self._served_lock:  # read, then write: one serve at a time
+                path = self._served_path(selection)
+                now = time.time()
+                before = self._served_sync(path, now)
+                record = (
+                    before.after(manifest.archive_id, now) if before else ServedLayout(manifest.archive_id)
+                )
+                _write_atomically(path, record.encode().encode())
             self._prune()
 
         with _io_errors("manifest folder"):
             await asyncio.to_thread(write)
 
-    async def served(self, selection: str) -> str | None:
-        def read() -> str | None:
-            path = self._served_path(selection)
-            try:
-                if time.time() - path.stat().st_mtime > SERVED_LAYOUT_TTL_S:
-                    return None
-                return path.read_text(encoding="ascii").strip() or None
-            except (FileNotFoundError, UnicodeDecodeError):
+    @staticmethod
+    def _served_sync(path: Path, now: float) -> ServedLayout | None:
+        try:
+            if now - path.stat().st_mtime > SERVED_LAYOUT_TTL_S:
                 return None
+            return ServedLayout.decode(path.read_text(encoding="ascii"))
+        except (FileNotFoundError, UnicodeDecodeError):
+            return None
 
+    async def served(self, selection: str) -> ServedLayout | None:
         with _io_errors("manifest folder"):
-            return await asyncio.to_thread(read)
+            return await asyncio.to_thread(self._served_sync, self._served_path(selection), time.time())
 
     def _prune(self) -> None:
         """Served layouts older than their lifetime go, at most once per prune interval."""
@@ -314,11 +284,30 @@ return 0
 """
 
 
+#: Record the layout a selection is served as (`ServedLayout.encode`), in one step so
+#: that processes serving it at once cannot lose a switch: ARGV = archive id, TTL (s), now.
+_SERVE = """
+local before = redis.call('GET', KEYS[1])
+local value = ARGV[1]
+if before then
+    local current, switched = string.match(before, '^(%S+) ?(%S*)$')
+    if current ~= ARGV[1] then
+        value = ARGV[1] .. ' ' .. ARGV[3]
+    elseif switched and switched ~= '' then
+        value = ARGV[1] .. ' ' .. switched
+    end
+end
+redis.call('SET', KEYS[1], value, 'EX', ARGV[2])
+return 1
+"""
+
+
 class RedisManifestStore:
     def __init__(self, redis: aioredis.Redis, quota: ManifestQuota | None = None) -> None:
         self._redis = redis
         self._quota = quota or ManifestQuota()
         self._claim: Any = redis.register_script(_CLAIM)
+        self._serve: Any = redis.register_script(_SERVE)
 
     async def put(self, manifest: Manifest, owner: Caller | None = None) -> None:
         blob = await _encode(manifest)
@@ -361,17 +350,17 @@ class RedisManifestStore:
                 key, SERVED_LAYOUT_TTL_S, gt=True
             ) and not await self._redis.exists(key):
                 await self._redis.set(key, await _encode(manifest), ex=SERVED_LAYOUT_TTL_S, nx=True)
-            await self._redis.set(
-                REDIS_SERVED_PREFIX + _selection_id(selection), manifest.archive_id, ex=SERVED_LAYOUT_TTL_S
+            await self._serve(
+                keys=[REDIS_SERVED_PREFIX + _selection_id(selection)],
+                args=[manifest.archive_id, SERVED_LAYOUT_TTL_S, f"{time.time():.3f}"],
             )
 
-    async def served(self, selection: str) -> str | None:
+    async def served(self, selection: str) -> ServedLayout | None:
         with _redis_errors():
             found = await self._redis.get(REDIS_SERVED_PREFIX + _selection_id(selection))
         if found is None:
             return None
-        text = found.decode() if isinstance(found, bytes) else str(found)
-        return text if is_archive_id(text) else None
+        return ServedLayout.decode(found.decode() if isinstance(found, bytes) else str(found))
 
     async def check(self) -> None:
         with _redis_errors():

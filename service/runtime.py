@@ -36,7 +36,8 @@ from service.index.redis import RedisObjectIndex
 from service.index.sqlite import SqliteObjectIndex
 from service.linkkey import link_key
 from service.listing import DayListingCache, DirectListings, Listings
-from service.manifests import FolderManifestStore, ManifestQuota, ManifestStore, RedisManifestStore
+from service.manifest_quota import ManifestQuota
+from service.manifests import FolderManifestStore, ManifestStore, RedisManifestStore
 from service.pending import PendingStore
 from service.pending.memory import MemoryPendingStore
 from service.s3.client import S3

@@ -5,8 +5,14 @@ from __future__ import annotations
 
 import importlib.metadata
 import re
+import shutil
+import subprocess
+import sys
 import tomllib
+import venv
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,3 +47,45 @@ def test_make_says_what_it_does_before_pip_starts() -> None:
     lines = [line.strip() for line in recipe.splitlines()[1:]]
     assert lines[0].startswith("@echo ") and "pip" in lines[0]
     assert any("pip install" in line for line in lines[1:])
+
+
+@pytest.mark.integration
+def test_an_editable_install_prints_no_notice(tmp_path: Path) -> None:
+    # What `make install` builds: the project as a .pth line, without setuptools' import
+    # hook and the notice it prints on every build, nor a licence deprecation.
+    project = tmp_path / "project"
+    shutil.copytree(ROOT / "service", project / "service", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        if (ROOT / name).exists():
+            shutil.copy(ROOT / name, project / name)
+    venv.create(tmp_path / "venv", with_pip=False)
+    target = tmp_path / "venv" / "bin" / "python"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(target),
+            "install",
+            "-q",
+            "-e",
+            str(project),
+            "--no-deps",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    printed = done.stdout + done.stderr
+    assert "Editable installation" not in printed
+    assert "Deprecat" not in printed and "!!" not in printed, printed
+    found = subprocess.run(
+        [str(target), "-c", "import service; print(service.__file__)"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=True,
+    )
+    assert found.stdout.strip() == str(project / "service" / "__init__.py")

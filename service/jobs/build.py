@@ -26,7 +26,7 @@ from service.exceptions import (
     SourceError,
     StreamAborted,
 )
-from service.jobs.gate import CommitGate
+from service.jobs.gate import CommitGate, Gate
 from service.runtime import Runtime
 from service.streams import Streams, cache_entry
 from service.writer import Progress
@@ -97,9 +97,9 @@ class ArchiveBuilder:
         progress = Progress(bytes_total=manifest.size, entries_total=len(manifest.entries))
         while True:
             if await self.is_cached(manifest):
-                # Built by a stream or another job: ready, unless cancelled first.
-                await self._claim(gate, job_id)
-                if gate is not None:
+                # Built by a stream, another job or an earlier attempt: ready, unless
+                # cancelled first.
+                if await self._claim(gate, job_id) is Gate.COMMITTING and gate is not None:
                     await gate.committed(job_id)
                 progress.bytes_done, progress.entries_done = progress.bytes_total, progress.entries_total
                 await report(progress)
@@ -145,7 +145,9 @@ class ArchiveBuilder:
             if not await lease.confirm():
                 raise BuildFailed("build lock lost", retryable=True)
             # The last moment a cancel can win; from here the commit runs to its end.
-            await self._claim(gate, job_id)
+            if await self._claim(gate, job_id) is Gate.COMMITTED:
+                await report(progress)  # an earlier attempt committed it: ours is aborted
+                return
             committing, writer = writer, None
             assert committing is not None
             try:
@@ -163,6 +165,9 @@ class ArchiveBuilder:
                 await writer.abort()
 
     @staticmethod
-    async def _claim(gate: CommitGate | None, job_id: str) -> None:
-        if gate is not None and not await gate.may_commit(job_id):
+    async def _claim(gate: CommitGate | None, job_id: str) -> Gate:
+        """COMMITTING (this build commits) or COMMITTED (done already); JobCancelled."""
+        held = Gate.COMMITTING if gate is None else await gate.claim_commit(job_id)
+        if held is Gate.CANCELLED:
             raise JobCancelled(f"job {job_id} was cancelled before its archive was committed")
+        return held

@@ -2,7 +2,7 @@
 
 A job's build may be cancelled until the moment it commits its cache object, and not
 after. Both sides claim the job's gate atomically: the build claims it just before
-`CompleteMultipartUpload` (`may_commit`), a cancel claims it first (`cancel`). Whoever
+`CompleteMultipartUpload` (`claim_commit`), a cancel claims it first (`cancel`). Whoever
 claims it first wins: a cancelled job never commits (its upload is aborted), and a cancel
 that arrives during or after the commit answers that the job is ready, instead of reading
 `cancelled` over a committed object. In Redis (one Lua call each, so every worker and
@@ -34,8 +34,10 @@ class Gate(enum.Enum):
 
 
 class CommitGate(Protocol):
-    async def may_commit(self, job_id: str) -> bool:
-        """Claim the commit; False when the job was cancelled first."""
+    async def claim_commit(self, job_id: str) -> Gate:
+        """Claim the commit: COMMITTING when this build may commit, CANCELLED when the job
+        was cancelled first, COMMITTED when an earlier attempt of it committed already (a
+        retry of an attempt the sweep gave up on while it was committing)."""
         ...
 
     async def committed(self, job_id: str) -> None: ...
@@ -59,11 +61,12 @@ class LocalCommitGate:
     def __init__(self) -> None:
         self._states: dict[str, Gate] = {}
 
-    async def may_commit(self, job_id: str) -> bool:
-        if self._states.get(job_id, Gate.OPEN) is Gate.CANCELLED:
-            return False
+    async def claim_commit(self, job_id: str) -> Gate:
+        state = self._states.get(job_id, Gate.OPEN)
+        if state in (Gate.CANCELLED, Gate.COMMITTED):
+            return state
         self._states[job_id] = Gate.COMMITTING
-        return True
+        return Gate.COMMITTING
 
     async def committed(self, job_id: str) -> None:
         self._states[job_id] = Gate.COMMITTED
@@ -112,8 +115,8 @@ class RedisCommitGate:
             raise DependencyUnavailable(f"job gate: {exc}") from exc
         return Gate(held.decode() if isinstance(held, bytes) else str(held))
 
-    async def may_commit(self, job_id: str) -> bool:
-        return await self._call(job_id, Gate.COMMITTING, JOB_GATE_COMMITTING_TTL_S) is Gate.COMMITTING
+    async def claim_commit(self, job_id: str) -> Gate:
+        return await self._call(job_id, Gate.COMMITTING, JOB_GATE_COMMITTING_TTL_S)
 
     async def committed(self, job_id: str) -> None:
         try:

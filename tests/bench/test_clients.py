@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.servers import RawServer
+
 # bench/ is not part of the installed package; import it from the checkout.
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
@@ -29,14 +31,13 @@ needs_wrk = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not inst
 BODY = os.urandom(3 * 1024 * 1024 + 17)
 
 
-class TinyServer:
+class TinyServer(RawServer):
     """A raw HTTP/1.1 server: `GET /zip` answers BODY as a zip, anything else 404."""
 
     def __init__(self, content_type: str = "application/zip", status: int = 200) -> None:
         self.content_type = content_type
         self.status = status
-        self.server: asyncio.Server | None = None
-        self.port = 0
+        super().__init__()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         request = await reader.readuntil(b"\r\n\r\n")
@@ -50,16 +51,6 @@ class TinyServer:
         writer.write(head.encode() + body)
         await writer.drain()
         writer.close()
-
-    async def __aenter__(self) -> TinyServer:
-        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.server is not None
-        self.server.close()
-        await self.server.wait_closed()
 
 
 @pytest.fixture

@@ -14,6 +14,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from tests.servers import RawServer
+
 # bench/ is not part of the installed package; import it from the checkout.
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
@@ -32,14 +34,13 @@ def size_in_path(path: str) -> int | None:
     return int(path[5:]) if path.startswith("/obj/") and path[5:].isdigit() else None
 
 
-class ObjectServer:
+class ObjectServer(RawServer):
     """HTTP/1.1 with keep-alive: answers `size_of(path)` bytes, or 404 when that is None.
     Counts connections and requests."""
 
     def __init__(self, size_of: Callable[[str], int | None] = size_in_path) -> None:
         self.size_of = size_of
-        self.server: asyncio.Server | None = None
-        self.port = 0
+        super().__init__()
         self.connections = 0
         self.requests: list[str] = []
 
@@ -62,16 +63,6 @@ class ObjectServer:
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
-
-    async def __aenter__(self) -> ObjectServer:
-        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.server is not None
-        self.server.close()
-        await self.server.wait_closed()
 
 
 @pytest.fixture

@@ -55,8 +55,8 @@ class HeldWriter(MemoryCacheWriter):
         assert self.hold is not None
         self.writes += 1
         await self.hold.at("before-first-part" if self.writes == 1 else "")
-        if self.writes == 4:
-            await self.hold.at("between-parts")
+        if self.writes == 2:  # bytes written before it and after it (the writer joins
+            await self.hold.at("between-parts")  # what is ready into sends of >= 256 KiB)
         await super().write(chunk)
 
     async def commit(self) -> bool:
@@ -98,7 +98,7 @@ class HeldLock(LocalBuildLock):
 
 def photos() -> MemorySource:
     source = MemorySource(chunk_size=16 * 1024)
-    for i in range(8):
+    for i in range(24):  # ~1 MB: several sends of the writer, so several writes here
         source.put(f"2025/01/01/CAR{i}.jpg", bytes([i]) * 40_000)
     return source
 
@@ -236,3 +236,44 @@ async def test_on_saq_cancel_and_build_never_both_win(
     finally:
         await jobs.aclose()
         await streams.aclose()
+
+
+# --- a retry after an earlier attempt committed ------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["local", "redis"])
+@pytest.mark.parametrize("cached", [True, False])
+async def test_a_retry_after_its_commit_is_ready_not_cancelled(
+    kind: str, cached: bool, tmp_path: Path, private_redis_server: RedisServer
+) -> None:
+    # An attempt the sweep gave up on (its worker stalled past the heartbeat) may still
+    # have committed; the retry finds the gate committed and the job is ready.
+    from service.jobs.gate import Gate, LocalCommitGate, RedisCommitGate
+
+    client = aioredis.Redis.from_url(private_redis_server.url)
+    gate = LocalCommitGate() if kind == "local" else RedisCommitGate(client)
+    source = photos()
+    runtime = runtime_for(tmp_path, source, Hold("nowhere"))
+    streams = Streams(runtime)
+    builder = ArchiveBuilder(runtime, streams)
+    manifest = manifest_of(source)
+
+    async def report(progress: object) -> None:
+        pass
+
+    try:
+        await builder.build(manifest, report, job_id="j1", gate=gate)
+        assert await gate.state("j1") is Gate.COMMITTED
+        assert isinstance(runtime.cache, MemoryArchiveCache) and len(runtime.cache.objects) == 1
+        if not cached:  # the retry does not see the object (e.g. a lookup memo): it rebuilds
+            runtime.cache.objects.clear()
+        await builder.build(manifest, report, job_id="j1", gate=gate)  # no JobCancelled
+        assert await gate.state("j1") is Gate.COMMITTED
+        if cached:
+            assert len(runtime.cache.writers) == 1  # nothing written again
+        else:
+            assert len(runtime.cache.writers) == 2 and runtime.cache.writers[-1].aborted
+            assert runtime.cache.objects == {}  # the retry's copy was not committed
+    finally:
+        await streams.aclose()
+        await client.aclose()
