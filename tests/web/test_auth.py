@@ -1,6 +1,6 @@
 """Identity over a real uvicorn: bearer tokens (none, bad signature, expired, wrong
 audience, missing scope), signed links (valid, tampered, expired, other subject), owners
-of jobs and posted archives (another client: 404, listings filtered, admin sees all), what
+of jobs, posted archives and uploads (another client: 404, listings filtered, admin sees all), what
 stays open, and everything open when no authentication is configured."""
 
 from __future__ import annotations
