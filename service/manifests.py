@@ -171,9 +171,17 @@ class FolderManifestStore:
     async def owned_by(self, archive_id: str, sub: str) -> bool:
         if not is_archive_id(archive_id):
             return False
-        owners = self._path(archive_id).with_suffix(".owners")
+        path = self._path(archive_id)
+
+        def read() -> str:
+            # Expired, nobody owns it, as with Redis: its manifest may outlive it only as a
+            # served layout (kept for resumes), which `get` still finds.
+            if path.stat().st_mtime < time.time() - self._quota.ttl_s:
+                return ""
+            return path.with_suffix(".owners").read_text()
+
         try:
-            text = await asyncio.to_thread(owners.read_text)
+            text = await asyncio.to_thread(read)
         except FileNotFoundError:
             return False
         except OSError as exc:

@@ -4,11 +4,17 @@ and the service serving cached archives itself with Range."""
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import Route
 
 from service.app import create_app
 from service.settings import Settings
@@ -109,6 +115,77 @@ def test_client_leaving_mid_stream_follows_the_policy(tmp_path: Path, policy: st
     assert again.status_code == 200
     assert again.headers["x-archive-cache"] == ("hit" if policy == "finish" else "miss")
     assert not list((tmp_path / "cache").glob(".partial-*"))
+
+
+def gated_origin(root: Path, gate: threading.Event) -> Starlette:
+    """Photos over HTTP whose GETs wait for `gate` (HEADs do not): a build that reads one
+    stays unfinished until the test lets it go."""
+
+    async def photo(request: Request) -> Response:
+        if request.method == "GET":
+            await anyio.to_thread.run_sync(gate.wait)
+        return FileResponse(root / request.path_params["name"])
+
+    return Starlette(routes=[Route("/slow/{name}", photo, methods=["GET", "HEAD"])])
+
+
+def test_background_builds_are_limited_per_process(tmp_path: Path) -> None:
+    files = photos(tmp_path / "photos")
+    keys = sorted(files)
+    (tmp_path / "origin").mkdir()
+    slow = {name: os.urandom(100_000) for name in ("a.jpg", "b.jpg")}
+    for name, data in slow.items():
+        (tmp_path / "origin" / name).write_bytes(data)
+    gate = threading.Event()
+    with serve(gated_origin(tmp_path / "origin", gate)) as origin:
+        app = create_app(
+            settings(
+                tmp_path,
+                ZIPEDGE_MAX_BUILDS="1",
+                ZIPEDGE_HTTP_ALLOW=origin.removeprefix("http://"),
+                ZIPEDGE_HTTP_ALLOW_PRIVATE="true",
+            )
+        )
+        try:
+            with serve(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+                streams: Streams = app.state.services.streams
+                # Three archives of different objects (each its own build lock); the first
+                # two end with a photo the origin holds back.
+                bodies = [
+                    {"entries": [{"key": k} for k in keys[:4]] + [{"url": f"{origin}/slow/a.jpg"}]},
+                    {"entries": [{"key": k} for k in keys[4:8]] + [{"url": f"{origin}/slow/b.jpg"}]},
+                    {"entries": [{"key": k} for k in keys[8:]]},
+                ]
+                a, b, c = (client.post("/v1/archives", json=body).json() for body in bodies)
+                for doc in (a, b):
+                    with client.stream("GET", doc["url"]) as response:
+                        assert response.status_code == 200
+                        next(response.iter_raw())  # the client leaves mid-stream
+                    wait_for(lambda: streams.active == 0, "the client's stream to end")
+                    if doc is a:
+                        wait_for(lambda: streams.background_builds == 1, "A to build for the cache")
+                # B's build, beyond the one allowed, stops; A's goes on for the cache alone.
+                wait_for(lambda: streams.building == 1, "B's build to stop")
+                assert streams.background_builds == 1
+                # The limit is on builds without a client: one with its client still tees.
+                whole = client.get(c["url"])
+                assert whole.status_code == 200 and len(whole.content) == c["size"]
+                wait_for(lambda: streams.building == 1, "C's cache write")
+                gate.set()
+                wait_for(lambda: not streams.building, "A's build")
+                assert len(list((tmp_path / "cache").glob("*.zip"))) == 2  # A's and C's
+                assert not list((tmp_path / "cache").glob(".partial-*"))
+                assert client.get(a["url"]).headers["x-archive-cache"] == "hit"
+                assert client.get(c["url"]).headers["x-archive-cache"] == "hit"
+                again = client.get(b["url"])  # B was not cached, and streams whole
+        finally:
+            gate.set()
+    assert again.status_code == 200 and again.headers["x-archive-cache"] == "miss"
+    path = tmp_path / "b.zip"
+    path.write_bytes(again.content)
+    check_archive(path, {k: sha256(files[k]) for k in keys[4:8]} | {"b.jpg": sha256(slow["b.jpg"])})
+    path.write_bytes(whole.content)
+    check_archive(path, {k: sha256(files[k]) for k in keys[8:]})
 
 
 def test_cache_route_refuses_unknown_ids(tmp_path: Path) -> None:

@@ -4,11 +4,14 @@ cache, redis-server for the build lock, uvicorn serving the app."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +20,14 @@ import pytest
 import redis
 
 from service.app import create_app
+from service.constants import S3_MAX_ATTEMPTS, STALE_MULTIPART_LOCK_TTLS
+from service.janitor import run_janitor
+from service.runtime import open_runtime
 from service.settings import Settings
 from service.stack.redis import RedisServer
 from service.stack.seaweedfs import SeaweedFS
 from service.streams import Streams
+from service.uploads import uploads_of
 from tests.servers import serve
 from tests.zipcheck import check_archive, sha256
 
@@ -312,3 +319,182 @@ async def test_a_cache_object_of_several_parts_holds_exactly_the_bytes_written(
     assert stored == body
     listed = await s3_client.list_multipart_uploads(Bucket=s3_bucket)
     assert not listed.get("Uploads")
+
+
+class StorageProxy:
+    """A TCP proxy in front of SeaweedFS. `cut` drops every connection and stops listening
+    (storage gone: connections are refused); `restore` listens on the same port again.
+    While `refuse_aborts` is above zero, the connection of each AbortMultipartUpload
+    request (a DELETE with an uploadId) is reset instead of forwarded."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.port = 0
+        self.refuse_aborts = 0
+        self.refused = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def restore(self) -> None:
+        self._server = await asyncio.start_server(self._on_client, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def cut(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in list(self._writers):
+            writer.transport.abort()
+        await self._server.wait_closed()
+        self._server = None
+
+    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        upstream: asyncio.StreamWriter | None = None
+        try:
+            up_reader, upstream = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+            self._writers.add(upstream)
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._requests(reader, upstream))
+                group.create_task(self._pipe(up_reader, writer))
+        except* (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            for end in (writer, upstream):
+                if end is not None:
+                    end.transport.abort()
+                    self._writers.discard(end)
+
+    async def _requests(self, reader: asyncio.StreamReader, upstream: asyncio.StreamWriter) -> None:
+        """Forward request by request (botocore never pipelines), so one can be refused."""
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                return
+            lines = head.decode("latin-1").split("\r\n")
+            method, target = lines[0].split(" ")[:2]
+            if method == "DELETE" and "uploadId=" in target and self.refuse_aborts > 0:
+                self.refuse_aborts -= 1
+                self.refused += 1
+                raise ConnectionResetError("abort refused")
+            headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:])}
+            upstream.write(head)
+            if "chunked" in headers.get("transfer-encoding", ""):
+                await self._pipe(reader, upstream)  # no more request boundaries to find here
+                return
+            left = int(headers.get("content-length") or 0)
+            while left:
+                data = await reader.read(min(left, 1 << 18))
+                if not data:
+                    return
+                upstream.write(data)
+                left -= len(data)
+                await upstream.drain()
+            await upstream.drain()
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(1 << 18):
+            writer.write(data)
+            await writer.drain()
+
+
+@contextlib.asynccontextmanager
+async def storage_proxy(seaweedfs: SeaweedFS) -> AsyncIterator[StorageProxy]:
+    proxy = StorageProxy(int(seaweedfs.endpoint_url.rsplit(":", 1)[1]))
+    await proxy.restore()
+    try:
+        yield proxy
+    finally:
+        if proxy._server is not None:
+            await proxy.cut()
+
+
+#: A day of its own, large enough that a client reading one chunk leaves most of it unread
+#: by the service (1 MiB prefetch, loopback socket buffers of a few MiB).
+BIG_DAY = {"from": "2025-01-10", "to": "2025-01-10"}
+
+
+async def big_day(stack: Stack) -> None:
+    for i in range(24):
+        await stack.client.put_object(
+            Bucket=stack.source_bucket, Key=f"photos/2025/01/10/BIG{i:02d}.jpg", Body=os.urandom(1 << 20)
+        )
+
+
+async def test_storage_gone_mid_build_then_the_janitor_cleans_up(
+    stack: Stack, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    await big_day(stack)
+    async with storage_proxy(stack.seaweedfs) as proxy:
+        settings = stack.settings(
+            redis_server.url,
+            AWS_ENDPOINT_URL=proxy.url,
+            ZIPEDGE_S3_TIMEOUT_S="3",
+            ZIPEDGE_PREFETCH_BYTES=str(1 << 20),
+            ZIPEDGE_FETCH_CONCURRENCY="2",
+        )
+        app = create_app(settings)
+        with caplog.at_level(logging.WARNING, logger="service"), serve(app) as url:
+            async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+                body = bytearray()
+                with pytest.raises(httpx.TransportError):
+                    async with client.stream("GET", "/v1/zip", params=BIG_DAY) as response:
+                        assert response.status_code == 200
+                        size = int(response.headers["content-length"])
+                        chunks = response.aiter_raw()
+                        body += await anext(chunks)
+                        assert len(await stack.uploads_in_progress()) == 1  # the tee's
+                        await proxy.cut()  # source and cache storage both gone
+                        async for chunk in chunks:
+                            body += chunk
+                await settle(app.state.services.streams)
+        # The client was cut off: it never holds something that looks like the whole file.
+        assert len(body) < size
+        await proxy.restore()
+    # The abort could not reach storage either: the upload is left behind, nothing committed.
+    assert any("could not abort multipart upload" in r.getMessage() for r in caplog.records)
+    assert len(await stack.uploads_in_progress()) == 1
+    assert await stack.cache_keys() == []
+    direct = stack.settings(redis_server.url)
+    async with open_runtime(direct) as runtime:
+        # A janitor that runs once the upload is older than any live build's could be.
+        later = datetime.now(UTC) + timedelta(seconds=direct.lock_ttl_s * STALE_MULTIPART_LOCK_TTLS + 1)
+        lines = await run_janitor(runtime, uploads_of(runtime), now=later)
+    assert any("aborted a stale multipart upload" in line for line in lines), lines
+    assert await stack.uploads_in_progress() == []
+    assert await stack.cache_keys() == []
+
+
+async def test_an_abort_storage_refuses_at_first_is_retried(
+    stack: Stack, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    await big_day(stack)
+    async with storage_proxy(stack.seaweedfs) as proxy:
+        settings = stack.settings(
+            redis_server.url,
+            AWS_ENDPOINT_URL=proxy.url,
+            ZIPEDGE_TEE_ON_DISCONNECT="abort",
+            ZIPEDGE_PREFETCH_BYTES=str(1 << 20),
+        )
+        app = create_app(settings)
+        with caplog.at_level(logging.WARNING, logger="service"), serve(app) as url:
+            async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+                async with client.stream("GET", "/v1/zip", params=BIG_DAY) as response:
+                    assert response.status_code == 200
+                    chunks = response.aiter_raw()
+                    await anext(chunks)
+                    assert len(await stack.uploads_in_progress()) == 1
+                    # The client leaves: the build stops and aborts its upload. Storage refuses
+                    # the first abort whole: its S3_MAX_ATTEMPTS attempts, each sent again once
+                    # on a reset connection by the HTTP client, so the next one has to work.
+                    proxy.refuse_aborts = 2 * S3_MAX_ATTEMPTS
+                await settle(app.state.services.streams)
+    assert proxy.refused == 2 * S3_MAX_ATTEMPTS and proxy.refuse_aborts == 0
+    assert not any("could not abort" in r.getMessage() for r in caplog.records)
+    assert await stack.uploads_in_progress() == []  # no janitor needed
+    assert await stack.cache_keys() == []

@@ -1,6 +1,6 @@
 """Identity over a real uvicorn: bearer tokens (none, bad signature, expired, wrong
 audience, missing scope), signed links (valid, tampered, expired, other subject), owners
-of jobs and posted archives (another client: 404, listings filtered, admin sees all), what
+of jobs, posted archives and uploads (another client: 404, listings filtered, admin sees all), what
 stays open, and everything open when no authentication is configured."""
 
 from __future__ import annotations
@@ -207,6 +207,40 @@ def test_jobs_belong_to_whoever_asked(service: Service) -> None:
     with service.client(bearer("ops", "admin download")) as admin:
         assert {j["id"] for j in admin.get("/v1/jobs").json()["jobs"]} == {job_id, bobs["id"]}
         assert admin.get(f"/v1/jobs/{job_id}").status_code == 200
+
+
+def test_uploads_belong_to_whoever_asked(service: Service) -> None:
+    photo = b"\xff\xd8" + bytes(998)
+    announce = {"filename": "KA01Z9999", "content_type": "image/jpeg", "size": len(photo)}
+    with (
+        service.client(bearer("alice", "upload")) as alice,
+        service.client(bearer("bob", "upload")) as bob,
+    ):
+        ticket = alice.post("/v1/uploads", json=announce).json()
+        assert ticket["status"] == "pending"
+        # Bob knows the id (or guessed it): as for an id that does not exist, never a 403.
+        for response in (
+            bob.get(ticket["status_url"]),
+            bob.post(ticket["complete_url"]),
+            bob.delete(ticket["status_url"]),
+        ):
+            assert response.status_code == 404 and error_of(response) == "unknown_upload", response.text
+        # Word for word what an unknown id gets: the answer tells nothing about Alice's.
+        other = "0" * len(ticket["id"])
+        unknown = bob.get(ticket["status_url"].replace(ticket["id"], other))
+        theirs = bob.get(ticket["status_url"]).json()["error"]["message"]
+        assert unknown.status_code == 404 and unknown.json()["error"]["message"] == theirs.replace(
+            ticket["id"], other
+        )
+        # Bob's DELETE removed nothing: Alice's upload goes on.
+        assert alice.get(ticket["status_url"]).json()["status"] == "pending"
+        assert alice.put(ticket["url"], content=photo, headers=ticket["headers"]).status_code == 200
+    with service.client(bearer("ops", "admin upload")) as admin:
+        seen = admin.get(ticket["status_url"])
+        assert seen.status_code == 200 and seen.json()["id"] == ticket["id"]
+    with service.client(bearer("alice", "upload")) as alice:
+        done = alice.post(ticket["complete_url"])
+        assert done.status_code == 200 and done.json()["key"].endswith("/KA01Z9999.jpg"), done.text
 
 
 def test_a_job_download_from_the_cache_folder_is_signed(service: Service) -> None:

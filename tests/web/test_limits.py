@@ -1,7 +1,8 @@
 """Per-client limits with Redis, two service apps sharing one redis-server: rate limits per
-action, concurrent live streams, unfinished jobs and stored archives, each a 429 with an
-honest Retry-After; clients are counted apart (by `sub`; by address, through trusted
-proxies only, without authentication)."""
+action (uploads too), concurrent live streams, unfinished jobs and stored archives (their
+count and their manifests' bytes), each a 429 with an honest Retry-After; clients are
+counted apart (by `sub`; by address, through trusted proxies only, without
+authentication). And the end of a posted archive: its manifest's TTL."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from service.app import create_app
 from service.cli import server_limits
@@ -47,8 +49,6 @@ def two_services(tmp_path: Path, redis: RedisServer, **env: str) -> Iterator[tup
 
 @pytest.fixture
 def flushed(redis_server: RedisServer) -> RedisServer:
-    import redis
-
     redis.Redis.from_url(redis_server.url).flushall()
     return redis_server
 
@@ -234,3 +234,82 @@ def test_leases_never_let_a_client_past_its_limit(tmp_path: Path, flushed: Redis
                 if refused == {a, b}:
                     break
     assert 50 - 2 * 5 <= granted <= 50
+
+
+def test_uploads_are_rate_limited(tmp_path: Path, flushed: RedisServer) -> None:
+    announce = {"filename": "KA01Z9999", "content_type": "image/jpeg", "size": 1000}
+    with two_services(tmp_path, flushed, ZIPEDGE_RATE_LIMITS="upload=2/minute") as (a, b):
+        with (
+            httpx.Client(headers=bearer("alice", "upload"), timeout=30) as alice,
+            httpx.Client(headers=bearer("bob", "upload"), timeout=30) as bob,
+        ):
+            tickets = [alice.post(f"{url}/v1/uploads", json=announce) for url in (a, b)]
+            assert [t.status_code for t in tickets] == [201, 201], tickets[0].text
+            limited = alice.post(f"{a}/v1/uploads", json=announce)
+            assert_limited(limited, 60)
+            assert limited.headers["content-type"] == "application/json"
+            assert bob.post(f"{b}/v1/uploads", json=announce).status_code == 201  # counted apart
+            # Only asking for uploads counts: the ones Alice has are still hers to use.
+            assert alice.get(tickets[0].json()["status_url"]).status_code == 200
+            assert alice.delete(tickets[1].json()["status_url"]).status_code == 204
+
+
+def test_stored_archive_bytes_per_client(tmp_path: Path, flushed: RedisServer) -> None:
+    keys = [f"2025/01/0{d}/MH12AB{d - 1}{i:03d}-08{i:02d}15.jpg" for d in (1, 2) for i in range(4)]
+    quota = 1000  # three one-photo manifests (282 bytes each), not four; nor one of all eight
+    with two_services(
+        tmp_path, flushed, ZIPEDGE_MAX_ARCHIVE_BYTES_PER_CLIENT=str(quota), ZIPEDGE_MANIFEST_TTL_S="60"
+    ) as (a, b):
+        with (
+            httpx.Client(headers=bearer("alice"), timeout=30) as alice,
+            httpx.Client(headers=bearer("bob"), timeout=30) as bob,
+        ):
+            # One manifest over the whole quota can never fit: 413, not a wait.
+            whole = alice.post(f"{a}/v1/archives", json={"entries": [{"key": k} for k in keys]})
+            assert whole.status_code == 413 and whole.json()["error"]["code"] == "too_large", whole.text
+            accepted, refused = [], None
+            for key in keys:  # small ones until their bytes (not their count) fill the quota
+                posted = alice.post(
+                    f"{(a, b)[len(accepted) % 2]}/v1/archives", json={"entries": [{"key": key}]}
+                )
+                if posted.status_code != 201:
+                    refused = posted
+                    break
+                accepted.append(posted.json()["id"])
+            assert refused is not None and len(accepted) == 3
+            # The oldest expires within the manifests' 60 s: that is when another one fits.
+            assert_limited(refused, 60)
+            books = redis.Redis.from_url(flushed.url)
+            (sizes,) = [books.hvals(k) for k in books.scan_iter("zipedge:manifests:sizes:*")]
+            assert sum(int(s) for s in sizes) <= quota and len(sizes) == len(accepted)
+            assert bob.post(f"{b}/v1/archives", json={"entries": [{"key": keys[0]}]}).status_code == 201
+            # Each stored manifest and its owners expire with the TTL.
+            for archive_id in accepted:
+                for key in (f"zipedge:manifest:{archive_id}", f"zipedge:manifest-owners:{archive_id}"):
+                    assert 0 < books.ttl(key) <= 60, key
+
+
+def test_a_posted_archive_expires_after_its_ttl(tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    write_files(root)
+    settings = make_settings(
+        root,
+        tmp_path / "var",
+        ZIPEDGE_AUTH_JWT_SECRET=SECRET,
+        ZIPEDGE_AUTH_JWT_AUDIENCE=AUDIENCE,
+        ZIPEDGE_MANIFEST_TTL_S="60",
+    )
+    body = {"entries": [{"key": "2025/01/01/MH12AB0000-080015.jpg"}]}
+    with serve(create_app(settings)) as url, httpx.Client(base_url=url, headers=bearer("alice")) as alice:
+        doc = alice.post("/v1/archives", json=body).json()
+        assert alice.get(doc["url"]).status_code == 200  # served: its layout is remembered too
+        # The folder store keeps the last POST as the file's mtime: make it 61 s ago rather
+        # than wait a minute.
+        (posted,) = (tmp_path / "var" / "manifests").glob(f"??/{doc['id']}.json")
+        old = time.time() - 61
+        os.utime(posted, (old, old))
+        expired = alice.get(doc["url"])
+        assert expired.status_code == 404 and expired.json()["error"]["code"] == "unknown_archive"
+        # Posting it again makes it downloadable for another TTL.
+        assert alice.post("/v1/archives", json=body).json()["id"] == doc["id"]
+        assert alice.get(doc["url"]).status_code == 200
