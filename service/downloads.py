@@ -185,6 +185,8 @@ class Downloads:
             if layout is not None:
                 window = parse_range(requested, layout.size)  # RangeNotSatisfiable: a 416
                 if window is not None:
+                    # A download may begin with a range: its resumes belong to this layout.
+                    await self._remember_served(selection, caller, layout, everyone=False)
                     return await self._partial(layout, window)
 
         settings = self._settings
@@ -277,9 +279,15 @@ class Downloads:
         layout = await self._load(served_id)
         return etag_of(served_id) if layout is not None and layout.objects_id == manifest.objects_id else None
 
-    async def _remember_served(self, selection: str, caller: Caller, manifest: Manifest) -> None:
+    async def _remember_served(
+        self, selection: str, caller: Caller, manifest: Manifest, *, everyone: bool = True
+    ) -> None:
+        """Remember `manifest` as what this client was served, and (`everyone`: a whole
+        archive, the current layout) as what the selection was; a part cut from a client's
+        older layout must not make the selection look as if it switched back."""
+        keys = (selection, _for_client(selection, caller)) if everyone else (_for_client(selection, caller),)
         try:
-            for key in (selection, _for_client(selection, caller)):
+            for key in keys:
                 await self._runtime.manifests.serve(key, manifest)
         except DependencyUnavailable as exc:
             # The stream is fine; only a later resume may get the whole archive again.

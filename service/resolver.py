@@ -32,7 +32,8 @@ from service.constants import (
     STAT_CONCURRENCY,
 )
 from service.exceptions import HostNotAllowed, InvalidParameter, NothingSelected, TooLarge
-from service.listing import Listings, day_of_key
+from service.index import Known
+from service.listing import Listings, day_of_key, learn
 from service.sources.base import ObjectInfo, Reader, Source
 from service.sources.urlguard import validate_url
 
@@ -194,6 +195,7 @@ class Resolver:
         found = await self._from_listings([ref for kind, ref in distinct if kind == "key"])
         missing = [item for item in distinct if item not in found]
         found.update(zip(missing, await _bounded_map(missing, self._stat, STAT_CONCURRENCY), strict=True))
+        await self._learn_stored_crcs([found[item] for item in missing if item[0] == "key"])
         infos = [found[kind, ref] for kind, ref, _ in refs]
         self._limits.check(len(infos), sum(i.size for i in infos))
         candidates = [
@@ -201,6 +203,22 @@ class Resolver:
             for (kind, ref, name), info in zip(refs, infos, strict=True)
         ]
         return await build_off_loop(candidates, source=self._source_id, filename=filename)
+
+    async def _learn_stored_crcs(self, stats: list[ObjectInfo]) -> None:
+        """The full-object CRC-32s storage gave with the keys' HEADs go into the object
+        index (those it does not know yet, so a repeated post bumps no day): a later
+        date-range archive of these objects then needs no data descriptors, before any
+        stream has read them."""
+        facts = [Known(info.key, info.etag, info.crc32) for info in stats if info.crc32 is not None]
+        if not facts:
+            return
+        index = self._listings.index
+        known = await index.lookup(self._source_id, [(fact.key, fact.validator) for fact in facts])
+        await learn(
+            self._listings,
+            self._source_id,
+            [fact for fact, crc in zip(facts, known, strict=True) if crc != fact.crc32],
+        )
 
     async def _parse_entries(self, raw_entries: list[Any]) -> list[tuple[Kind, str, str]]:
         def parse() -> list[tuple[Kind, str, str]]:

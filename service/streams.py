@@ -34,7 +34,7 @@ from service.cache.tee import Build, Tee
 from service.constants import TEE_MAX_LAG_BYTES, URL_SOURCE_ID
 from service.exceptions import CacheWriteFailed, DependencyUnavailable
 from service.index import Known
-from service.listing import day_of_key
+from service.listing import learn
 from service.objects import Objects
 from service.runtime import Runtime
 from service.slices import write_slice
@@ -241,12 +241,5 @@ class _Lessons:
             Known(entries[i].ref, entries[i].etag, crc) for i, crc in self._found if entries[i].kind == "url"
         ]
         self._found = []
-        index = self._runtime.index
-        await index.record(self._runtime.source_id, keys)
-        await index.record(URL_SOURCE_ID, [fact for fact in urls if fact.validator])
-        # The day listings carry the CRCs: listed again, their next archive has them all.
-        for day in sorted({d for fact in keys if (d := day_of_key(fact.key)) is not None}):
-            try:
-                await self._runtime.listings.bump(day)
-            except DependencyUnavailable as exc:
-                logger.warning("learned CRCs of %s, but could not refresh its listing: %s", day, exc.message)
+        await self._runtime.index.record(URL_SOURCE_ID, [fact for fact in urls if fact.validator])
+        await learn(self._runtime.listings, self._runtime.source_id, keys)

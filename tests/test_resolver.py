@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+from dataclasses import replace
 from datetime import date
 
 from service.archive.selection import DateRange
@@ -87,3 +89,46 @@ async def test_a_posted_archive_looks_each_distinct_object_up_once() -> None:
     assert sorted(source.stats) == ["2025/01/01/a.jpg", "2025/01/01/b.jpg"]
     assert len(manifest.entries) == 5_003
     assert manifest.entries[-1].name == "x (2).jpg" and manifest.entries[-1].size == 2
+
+
+class StoredCrcSource(MemorySource):
+    """A store that answers a HEAD with the object's full-object CRC-32 (S3 with
+    ChecksumAlgorithm=CRC32)."""
+
+    async def stat(self, key: str) -> ObjectInfo:
+        info = await super().stat(key)
+        return replace(info, crc32=zlib.crc32(self.objects[key][0]))
+
+
+class BumpCounting(DirectListings):
+    def __init__(self, source: MemorySource) -> None:
+        super().__init__(source, source_id="memory:")
+        self.bumped: list[date] = []
+
+    async def bump(self, day: date) -> int:
+        self.bumped.append(day)
+        return len(self.bumped)
+
+
+async def test_stored_crcs_of_posted_keys_are_recorded_once() -> None:
+    source = StoredCrcSource()
+    source.put("2025/01/01/a.jpg", b"a")
+    source.put("misc/b.jpg", b"bb")
+    listings = BumpCounting(source)
+    resolver = Resolver(
+        source,
+        listings,
+        None,
+        source_id="memory:",
+        limits=Limits(max_entries=100, max_bytes=1 << 30),
+        http_allow=frozenset(),
+    )
+    body = {"entries": [{"key": "2025/01/01/a.jpg"}, {"key": "misc/b.jpg"}]}
+    manifest = await resolver.posted(body)
+    assert [entry.crc32 for entry in manifest.entries] == [zlib.crc32(b"a"), zlib.crc32(b"bb")]
+    etags = [entry.etag for entry in manifest.entries]
+    pairs = [("2025/01/01/a.jpg", etags[0]), ("misc/b.jpg", etags[1])]
+    assert await listings.index.lookup("memory:", pairs) == [zlib.crc32(b"a"), zlib.crc32(b"bb")]
+    assert listings.bumped == [date(2025, 1, 1)]  # the day whose listing lacked it; misc has none
+    await resolver.posted(body)
+    assert listings.bumped == [date(2025, 1, 1)]  # known already: nothing to refresh

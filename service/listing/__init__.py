@@ -3,8 +3,16 @@
 (`direct.py`)."""
 
 from service.listing.cache import DayListingCache
-from service.listing.direct import DirectListings, Listings
+from service.listing.direct import DirectListings, Listings, learn
 from service.listing.keys import day_of_key, parse_day_prefix
 from service.listing.versions import bump_day
 
-__all__ = ["DayListingCache", "DirectListings", "Listings", "bump_day", "day_of_key", "parse_day_prefix"]
+__all__ = [
+    "DayListingCache",
+    "DirectListings",
+    "Listings",
+    "bump_day",
+    "day_of_key",
+    "learn",
+    "parse_day_prefix",
+]

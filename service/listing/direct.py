@@ -8,14 +8,19 @@ folder is cheap, and photos dropped in by hand must show up at once. S3 sources 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from datetime import date
 from typing import Protocol
 
 from service.constants import LIST_CONCURRENCY
-from service.index import ObjectIndex
+from service.exceptions import DependencyUnavailable
+from service.index import Known, ObjectIndex
 from service.index.memory import MemoryObjectIndex
+from service.listing.keys import day_of_key
 from service.sources.base import ObjectInfo, Source
+
+logger = logging.getLogger(__name__)
 
 
 async def list_with_crcs(
@@ -38,6 +43,8 @@ async def list_with_crcs(
 class Listings(Protocol):
     #: True when the same day gives the identical tuple until it changes (memo-friendly).
     stable: bool
+    #: where listed objects' CRCs are looked up
+    index: ObjectIndex
 
     async def list_days(self, prefixes: Sequence[str]) -> list[tuple[ObjectInfo, ...]]:
         """Every prefix's objects, in order; the first source error is raised."""
@@ -52,6 +59,19 @@ class Listings(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+async def learn(listings: Listings, source_id: str, facts: Sequence[Known]) -> None:
+    """Record `facts` in the object index and bump their days, so that the next archive of
+    those days, listed again, carries the CRCs in its local headers."""
+    if not facts:
+        return
+    await listings.index.record(source_id, facts)
+    for day in sorted({d for fact in facts if (d := day_of_key(fact.key)) is not None}):
+        try:
+            await listings.bump(day)
+        except DependencyUnavailable as exc:
+            logger.warning("learned CRCs of %s, but could not refresh its listing: %s", day, exc.message)
 
 
 class DirectListings:

@@ -3,21 +3,33 @@
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import time
 import zipfile
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 import zipstream
 
 from service.archive.layout import Layout, Member, dos_datetime
+from service.writer import crc32
 from tests.zipcheck import check_archive, sha256
 
 MTIME = 1_736_000_000  # 2025-01-04T14:13:20Z
 
 SIZES = {"empty": 0, "byte": 1, "kib": 1024, "mib": 1024 * 1024}
+
+
+class Data(Protocol):
+    """A member's content as `render` takes it: bytes, or zeros made only when sliced."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, window: slice, /) -> bytes: ...
 
 
 def build(members: list[Member], datas: list[bytes]) -> bytes:
@@ -152,9 +164,12 @@ def test_central_directory_needs_one_crc_per_member() -> None:
         list(Layout([Member("x", 0, MTIME)]).central_directory([]))
 
 
-def render(layout: Layout, start: int, stop: int, datas: list[bytes]) -> bytes:
+def render(
+    layout: Layout, start: int, stop: int, datas: Sequence[Data], crcs: Sequence[int] | None = None
+) -> bytes:
     """Archive bytes start..stop made from `pieces` alone, as a ranged answer is made."""
-    crcs = [zlib.crc32(d) for d in datas]
+    if crcs is None:
+        crcs = [zlib.crc32(d) for d in datas]  # type: ignore[arg-type]  # bytes when not given
     out = bytearray()
     for piece in layout.pieces(start, stop):
         if piece.kind == "header":
@@ -177,8 +192,6 @@ def render(layout: Layout, start: int, stop: int, datas: list[bytes]) -> bytes:
 
 @pytest.mark.parametrize("known_crc", [False, True], ids=["descriptor", "crc-in-header"])
 def test_any_window_is_made_of_its_pieces(known_crc: bool) -> None:
-    import random
-
     rng = random.Random(7)
     datas = [os.urandom(rng.choice([0, 1, 17, 300, 5000])) for _ in range(40)]
     members = [
@@ -194,6 +207,97 @@ def test_any_window_is_made_of_its_pieces(known_crc: bool) -> None:
     windows += [tuple(sorted(rng.sample(range(size + 1), 2))) for _ in range(300)]  # type: ignore[misc]
     for start, stop in windows:
         assert render(layout, start, stop, datas) == whole[start:stop], (start, stop)
+
+
+class Zeros:
+    """`size` zero bytes, made only for the slice asked (a 4 GiB member is never held)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, window: slice, /) -> bytes:
+        start, stop, _ = window.indices(self.size)
+        return bytes(max(stop - start, 0))
+
+
+def zeros_crc(size: int) -> int:
+    block = bytes(1 << 24)
+    crc = 0
+    for _ in range(size // len(block)):
+        crc = crc32(block, crc)
+    return crc32(bytes(size % len(block)), crc)
+
+
+@pytest.mark.parametrize("known_crc", [False, True], ids=["descriptor", "crc-in-header"])
+def test_zip64_windows_are_made_of_their_pieces(tmp_path: Path, known_crc: bool) -> None:
+    """Every Zip64 record at once: a 4 GiB + 5 byte member of zeros (Zip64 extra in its local
+    header, 24-byte descriptor, sizes in its central record), then 65,536 small members
+    past 4 GiB (a Zip64 offset in each central record), so the directory's offset and the
+    count need the Zip64 end record and locator. Windows across all of them, rendered
+    from their pieces as a ranged answer is, are the bytes of the whole archive (written
+    sparsely once); the archive itself opens in zipfile and bsdtar."""
+    big = 2**32 + 5
+    datas: list[Data] = [Zeros(big)] + [bytes([i % 251]) * (i % 4) for i in range(0x10000)]
+    crcs = [zeros_crc(big)] + [zlib.crc32(d) for d in datas[1:]]  # type: ignore[arg-type]
+    names = ["big.bin"] + [f"2025/01/05/P{i:05d}.jpg" for i in range(0x10000)]
+    members = [
+        Member(name, len(d), MTIME + i, crc if known_crc else None)
+        for i, (name, d, crc) in enumerate(zip(names, datas, crcs, strict=True))
+    ]
+    layout = Layout(members)
+    path = tmp_path / "zip64.zip"
+    with path.open("wb") as out:
+        out.write(layout.local_header(0))
+        out.seek(big, os.SEEK_CUR)  # sparse: the zeros are never written
+        out.write(layout.data_descriptor(0, crcs[0]))
+        for index in range(1, len(members)):
+            out.write(layout.local_header(index))
+            out.write(datas[index][:])
+            out.write(layout.data_descriptor(index, crcs[index]))
+        assert out.tell() == layout.directory_offset
+        for block in layout.central_directory(crcs):
+            out.write(block)
+        assert out.tell() == layout.size
+    size = layout.size
+    # The records this is about are really there.
+    assert layout.directory_offset >= 2**32 and layout.offset(1) >= 2**32 and layout.end_size == 22 + 56 + 20
+    fd = os.open(path, os.O_RDONLY)
+    try:
+
+        def whole(start: int, stop: int) -> bytes:
+            return os.pread(fd, stop - start, start)
+
+        end64 = size - 98
+        assert whole(end64, end64 + 4) == b"PK\x06\x06" and whole(end64 + 56, end64 + 60) == b"PK\x06\x07"
+        assert layout.local_header(0)[30 + 7 : 30 + 7 + 2] == b"\x01\x00"  # the Zip64 extra comes first
+        tail = layout.data_offset(0) + big  # the big member's last byte, then its descriptor
+        directory = layout.directory_offset
+        windows = [(0, layout.data_offset(0) + 3), (30 + 7, 30 + 7 + 20), (tail - 4, layout.offset(1) + 40)]
+        windows += [(tail, tail + 24), (tail + 5, tail + 30), (layout.offset(1), layout.data_offset(3))]
+        windows += [(layout.offset(0x10000) - 7, directory + 5)]  # the last member into the directory
+        windows += [(directory, directory + 120), (directory + 60, directory + 200)]  # big's record
+        windows += [(end64 - 300, end64 + 1), (end64, size), (end64 + 50, end64 + 60), (size - 23, size)]
+        windows += [(size - 1, size), (directory, size), (layout.offset(30_000) - 2, layout.offset(30_001))]
+        rng = random.Random(11)
+        for _ in range(300):  # most of them after the zeros, where the records are
+            start = rng.randrange(tail - 1000, size) if rng.random() < 0.8 else rng.randrange(size)
+            windows.append((start, min(size, start + rng.choice([1, 7, 64, 1000, 70_000]))))
+        for start, stop in windows:
+            assert render(layout, start, stop, datas, crcs) == whole(start, stop), (start, stop)
+    finally:
+        os.close(fd)
+    with zipfile.ZipFile(path) as archive:
+        infos = archive.infolist()
+        assert len(infos) == len(members) and infos[0].file_size == big
+        assert [i.header_offset for i in infos[:3]] == [layout.offset(i) for i in range(3)]
+        for index in (1, 2, 3, 0x8000, 0xFFFF, 0x10000):  # through their local headers, CRC checked
+            assert archive.read(names[index]) == datas[index][:]
+    listed = subprocess.run(["bsdtar", "-tf", str(path)], capture_output=True, text=True)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines() == names
 
 
 def test_a_window_in_the_directory_needs_only_its_members_crcs() -> None:

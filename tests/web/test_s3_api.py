@@ -15,7 +15,7 @@ from service.app import create_app
 from service.settings import Settings
 from service.stack.seaweedfs import SeaweedFS
 from tests.servers import serve
-from tests.zipcheck import check_archive, sha256
+from tests.zipcheck import check_archive, descriptor_flags, sha256
 
 pytestmark = pytest.mark.integration
 
@@ -179,3 +179,38 @@ async def test_what_one_process_learns_every_process_uses(
         check_archive(paths[-1], expected)
     assert all(descriptor_flags(paths[0])) and not any(descriptor_flags(paths[1]))
     assert part.status_code == 206 and part.content == second.content[-5000:]
+
+
+async def test_storage_crcs_of_posted_keys_reach_the_date_range_archive(
+    seaweedfs: SeaweedFS, s3_bucket: str, s3_client: Any, tmp_path: Path
+) -> None:
+    """Objects uploaded with a full-object CRC-32 (ChecksumAlgorithm=CRC32): posting some
+    of them stores their CRCs in the object index, so the date-range archive of their day,
+    never streamed before, has no data descriptor for them (local headers suffice)."""
+    day = {f"2025/01/05/KA01CRC{i:02d}-120000.jpg": os.urandom(5_000 + 313 * i) for i in range(6)}
+    for key, data in day.items():
+        await s3_client.put_object(Bucket=s3_bucket, Key=f"gate7/{key}", Body=data, ChecksumAlgorithm="CRC32")
+    head = await s3_client.head_object(
+        Bucket=s3_bucket, Key=f"gate7/{sorted(day)[0]}", ChecksumMode="ENABLED"
+    )
+    assert head.get("ChecksumCRC32")  # storage kept it: what this test is about
+    params = {"from": "2025-01-05", "to": "2025-01-05"}
+    posted = sorted(day)[:4]
+    app = create_app(settings_for(seaweedfs, s3_bucket, tmp_path))
+    with serve(app) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            before = (await client.get("/v1/days", params=params)).json()["archive"]  # lists the day
+            created = await client.post("/v1/archives", json={"entries": [{"key": k} for k in posted]})
+            assert created.status_code == 201, created.text
+            again = await client.post("/v1/archives", json={"entries": [{"key": k} for k in posted]})
+            after = (await client.get("/v1/days", params=params)).json()["archive"]
+            response = await client.get("/v1/zip", params=params)
+    assert again.json()["id"] == created.json()["id"]
+    assert response.status_code == 200 and response.headers["etag"] == f'"{after["id"]}"'
+    # The day's listing was cached without CRCs; the post taught four and bumped it.
+    assert before["size"] - after["size"] == 16 * len(posted)  # four data descriptors fewer
+    path = tmp_path / "day.zip"
+    path.write_bytes(response.content)
+    check_archive(path, {k: sha256(day[k]) for k in sorted(day)})
+    flags = dict(zip(sorted(day), descriptor_flags(path), strict=True))
+    assert flags == {k: k not in posted for k in sorted(day)}
