@@ -19,27 +19,21 @@ import httpx
 import pytest
 from redis import asyncio as aioredis
 
-from service.app import create_app
 from service.archive.manifest import Candidate, Manifest, build_manifest
 from service.manifests import FolderManifestStore, RedisManifestStore, ServedLayout
-from service.settings import Settings
 from service.stack.redis import RedisServer
-from tests.servers import serve
-from tests.web.test_ranges import PARAMS, Live, write
+from tests.web.test_ranges import PARAMS, Live, running
 from tests.zipcheck import check_archive
 
 
 @pytest.fixture(params=["folder", "redis"])
 def live(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Live]:
-    root = tmp_path / "photos"
-    files = write(root)
-    env = {"ZIPEDGE_SOURCE": f"file://{root}", "ZIPEDGE_CACHE": "", "ZIPEDGE_DATA_DIR": str(tmp_path / "var")}
+    env = {}
     if request.param == "redis":
         server: RedisServer = request.getfixturevalue("private_redis_server")
         env["ZIPEDGE_REDIS_URL"] = server.url
-    app = create_app(Settings.from_env(env))
-    with serve(app) as url:
-        yield Live(url, root, files, app)
+    with running("folder", request, tmp_path, **env) as started:
+        yield started
 
 
 #: Clients by address (the service trusts X-Forwarded-For from loopback, as from nginx).
