@@ -16,7 +16,10 @@ Starts SeaweedFS in a temp dir and uploads the datasets, then, by part (`--only`
   through presigned PUTs against plain PUTs of the same bytes; complete -> in an archive
   (bench/uploads.py);
 * identity: redirects/s and a cold stream with authentication and rate limiting on, against
-  the same service with them off (bench/identity.py).
+  the same service with them off (bench/identity.py);
+* load: 100 concurrent cold streams of different ranges, then of one range, through nginx,
+  with one and two service processes, against the storage limit of the same GETs
+  (bench/load.py).
 
 Prints a table per part and writes var/bench/results.json. Exits non-zero only if the run
 broke (a process failed, or the service sent something other than a complete valid
@@ -45,7 +48,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import cached, ceiling, identity, jobs, profile, uploads
+from bench import cached, ceiling, identity, jobs, load, profile, uploads
 from bench.dataset import Content, Dataset, standard_datasets, upload_dataset
 from bench.report import (
     Check,
@@ -69,7 +72,7 @@ from bench.stream import CLIENTS, BenchError, Client, StreamSession, archive_dir
 
 MiB = 1024 * 1024
 FALLBACK_PREFETCH_BYTES = 32 * MiB
-PARTS = ("streams", "redirects", "edge", "jobs", "uploads", "identity")
+PARTS = ("streams", "redirects", "edge", "jobs", "uploads", "identity", "load")
 TTFB_MEANING = {
     "curl": "curl's time_starttransfer (request start -> first response byte; the service sends its "
     "headers once the selection is resolved)",
@@ -84,12 +87,19 @@ def log(msg: str) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    # The epilog is the module docstring's list of parts (and --profile), as written.
+    parts = __doc__.split("\n\n", 1)[1].split("\nPrints a table")[0]
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__.split("\n")[0],
+        epilog=parts + "\n\ndocs/benchmarks.md explains every figure.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument(
         "--quick",
         action="store_true",
         help="smaller datasets (200 × 200 KiB, 20 × 5 MiB, 5 × 110 MiB, 30 days × 5 × 50 KiB, "
-        "1,000 × 200 KiB jobs), 3 s wrk runs, 4 batch jobs",
+        "1,000 × 200 KiB jobs, 104 days × 2 × 200 KiB load ranges), 3 s wrk runs, 4 batch jobs",
     )
     p.add_argument("--only", default=",".join(PARTS), help=f"comma list of {', '.join(PARTS)}")
     p.add_argument(
@@ -103,6 +113,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--wrk-threads", type=int, default=2)
     p.add_argument(
         "--batch-jobs", type=int, help="jobs posted at once for jobs/minute (default 8, --quick 4)"
+    )
+    p.add_argument(
+        "--load-streams", type=int, default=100, help="load: streams at once per batch (default 100)"
+    )
+    p.add_argument(
+        "--load-workers",
+        default="1,2",
+        help="load: comma list of service process counts, --workers (default 1,2)",
+    )
+    p.add_argument(
+        "--load-limit-parallel",
+        type=int,
+        default=32,
+        help="load: curl --parallel-max of the storage limit (default 32)",
     )
     p.add_argument("--settings", default="loopback,delayed", help="comma list of loopback, delayed")
     p.add_argument("--datasets", default="small,large", help="comma list of small, large")
@@ -164,6 +188,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.wrk_duration = 3.0 if args.quick else 10.0
     if args.batch_jobs is None:
         args.batch_jobs = 4 if args.quick else 8
+    args.load_workers = [int(x) for x in args.load_workers.split(",") if x.strip()]
+    if not args.load_workers or min(args.load_workers) < 1 or args.load_streams < 1:
+        p.error("--load-workers: a comma list of process counts >= 1; --load-streams >= 1")
+    if args.load_limit_parallel < 1:
+        p.error("--load-limit-parallel: >= 1")
     if not 1 <= args.batch_jobs <= 10:
         p.error("--batch-jobs: 1 to 10 (one job per day of the jobs dataset)")
     if not set(args.settings) <= {"loopback", "delayed"}:
@@ -356,6 +385,7 @@ class Results:
     jobs: jobs.JobsResult | None = None
     uploads: uploads.UploadsResult | None = None
     identity: identity.IdentityResult | None = None
+    load: load.LoadResult | None = None
 
     @property
     def broken(self) -> bool:
@@ -367,6 +397,7 @@ class Results:
             or (self.jobs is not None and bool(self.jobs.errors))
             or (self.uploads is not None and bool(self.uploads.errors))
             or (self.identity is not None and self.identity.error is not None)
+            or (self.load is not None and bool(self.load.errors))
         )
 
 
@@ -409,6 +440,8 @@ def wanted_datasets(args: argparse.Namespace, datasets: dict[str, Dataset]) -> l
         wanted.append(datasets["jobs"])
     if "identity" in args.only:
         wanted += [d for d in (datasets["cached"], datasets["small"]) if d not in wanted]
+    if "load" in args.only:
+        wanted.append(datasets["load"])
     return wanted
 
 
@@ -524,6 +557,24 @@ async def measure_all(
                 tmp=tmp,
                 log=log,
             )
+
+        if "load" in args.only:
+            log(f"load: {args.load_streams} streams at once, {args.load_workers} service process(es)")
+            res.load = await load.measure(
+                direct,
+                datasets["load"],
+                content,
+                env,
+                streams=args.load_streams,
+                worker_counts=args.load_workers,
+                limit_parallel=args.load_limit_parallel,
+                seaweedfs_pid=weed_pid,
+                logs=logs,
+                tmp=tmp,
+                archives=archives,
+                log=log,
+            )
+            meta["load"] = res.load.as_dict()
     return res
 
 
@@ -575,6 +626,10 @@ def report(
         sections.append(uploads.render_uploads(res.uploads))
     if res.identity is not None:
         sections.append(identity.render(res.identity, wrk_line, standard_datasets(args.quick)["small"]))
+    if res.load is not None:
+        part_checks = load.checks(res.load)
+        all_checks += part_checks
+        sections.append(load.render(res.load, part_checks))
     sections.append(
         f"load average at start {meta['load_avg_at_start'][0]:.2f}, at end {meta['load_avg_at_end'][0]:.2f} "
         f"on {meta['cpus']} CPUs; total {meta['elapsed_s']} s. Logs in {logs}."
