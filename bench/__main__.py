@@ -20,6 +20,12 @@ Starts SeaweedFS in a temp dir and uploads the datasets, then, by part (`--only`
 * ranges: a single Range on the live stream (no cache) with the object index cold and
   primed, against a full stream; what storage is asked for per range; `zipedge index`
   throughput against the storage limit (bench/ranges.py).
+* load: 100 concurrent cold streams of different ranges, then of one range, through nginx,
+  with one and two service processes, against the storage limit of the same GETs
+  (bench/load.py);
+* soak: `--soak-seconds` (60, 20 with --quick; 600 for the real soak) of mixed traffic
+  (streams, redirects, HEADs, ranges, jobs, abandoned downloads) through nginx, RSS,
+  descriptors and tasks over time (bench/soak.py).
 
 Prints a table per part and writes var/bench/results.json. Exits non-zero only if the run
 broke (a process failed, or the service sent something other than a complete valid
@@ -48,7 +54,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import cached, ceiling, identity, jobs, profile, ranges, uploads
+from bench import cached, ceiling, identity, jobs, load, profile, ranges, soak, uploads
 from bench.dataset import Content, Dataset, standard_datasets, upload_dataset
 from bench.report import (
     Check,
@@ -72,7 +78,7 @@ from bench.stream import CLIENTS, BenchError, Client, StreamSession, archive_dir
 
 MiB = 1024 * 1024
 FALLBACK_PREFETCH_BYTES = 32 * MiB
-PARTS = ("streams", "redirects", "edge", "jobs", "uploads", "identity", "ranges")
+PARTS = ("streams", "redirects", "edge", "jobs", "uploads", "identity", "ranges", "load", "soak")
 TTFB_MEANING = {
     "curl": "curl's time_starttransfer (request start -> first response byte; the service sends its "
     "headers once the selection is resolved)",
@@ -87,12 +93,20 @@ def log(msg: str) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    # The epilog is the module docstring's list of parts (and --profile), as written.
+    parts = __doc__.split("\n\n", 1)[1].split("\nPrints a table")[0]
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__.split("\n")[0],
+        epilog=parts + "\n\ndocs/benchmarks.md explains every figure.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument(
         "--quick",
         action="store_true",
         help="smaller datasets (200 × 200 KiB, 20 × 5 MiB, 5 × 110 MiB, 30 days × 5 × 50 KiB, "
-        "1,000 × 200 KiB jobs), 3 s wrk runs, 4 batch jobs",
+        "1,000 × 200 KiB jobs, 104 days × 2 × 200 KiB load and soak ranges), 3 s wrk runs, 4 batch "
+        "jobs, a 20 s soak",
     )
     p.add_argument("--only", default=",".join(PARTS), help=f"comma list of {', '.join(PARTS)}")
     p.add_argument(
@@ -107,6 +121,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--batch-jobs", type=int, help="jobs posted at once for jobs/minute (default 8, --quick 4)"
     )
+    p.add_argument(
+        "--load-streams", type=int, default=100, help="load: streams at once per batch (default 100)"
+    )
+    p.add_argument(
+        "--load-workers",
+        default="1,2",
+        help="load: comma list of service process counts, --workers (default 1,2)",
+    )
+    p.add_argument(
+        "--load-limit-parallel",
+        type=int,
+        default=32,
+        help="load: curl --parallel-max of the storage limit (default 32)",
+    )
+    p.add_argument(
+        "--soak-seconds",
+        type=float,
+        help="soak: seconds of mixed traffic (default 60, --quick 20; 600 for the real soak)",
+    )
+    p.add_argument(
+        "--soak-workers", type=int, default=2, help="soak: service processes, --workers (default 2)"
+    )
+    p.add_argument("--soak-clients", type=int, default=8, help="soak: client loops at once (default 8)")
     p.add_argument("--settings", default="loopback,delayed", help="comma list of loopback, delayed")
     p.add_argument("--datasets", default="small,large", help="comma list of small, large")
     p.add_argument("--no-huge", action="store_true", help="skip the >= 2 GiB flat-RSS stream")
@@ -167,6 +204,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.wrk_duration = 3.0 if args.quick else 10.0
     if args.batch_jobs is None:
         args.batch_jobs = 4 if args.quick else 8
+    if args.soak_seconds is None:
+        args.soak_seconds = 20.0 if args.quick else 60.0
+    args.load_workers = [int(x) for x in args.load_workers.split(",") if x.strip()]
+    if not args.load_workers or min(args.load_workers) < 1 or args.load_streams < 1:
+        p.error("--load-workers: a comma list of process counts >= 1; --load-streams >= 1")
+    if args.load_limit_parallel < 1:
+        p.error("--load-limit-parallel: >= 1")
+    if args.soak_seconds <= 0 or args.soak_workers < 1 or args.soak_clients < 1:
+        p.error("--soak-seconds > 0, --soak-workers >= 1, --soak-clients >= 1")
     if not 1 <= args.batch_jobs <= 10:
         p.error("--batch-jobs: 1 to 10 (one job per day of the jobs dataset)")
     if not set(args.settings) <= {"loopback", "delayed"}:
@@ -360,6 +406,8 @@ class Results:
     uploads: uploads.UploadsResult | None = None
     identity: identity.IdentityResult | None = None
     ranges: ranges.RangesResult | None = None
+    load: load.LoadResult | None = None
+    soak: soak.SoakResult | None = None
 
     @property
     def broken(self) -> bool:
@@ -372,6 +420,8 @@ class Results:
             or (self.uploads is not None and bool(self.uploads.errors))
             or (self.identity is not None and self.identity.error is not None)
             or (self.ranges is not None and self.ranges.error is not None)
+            or (self.load is not None and bool(self.load.errors))
+            or (self.soak is not None and (bool(self.soak.errors) or self.soak.error is not None))
         )
 
 
@@ -416,6 +466,8 @@ def wanted_datasets(args: argparse.Namespace, datasets: dict[str, Dataset]) -> l
         wanted += [d for d in (datasets["cached"], datasets["small"]) if d not in wanted]
     if "ranges" in args.only and datasets["small"] not in wanted:
         wanted.append(datasets["small"])
+    if {"load", "soak"} & set(args.only):
+        wanted.append(datasets["load"])
     return wanted
 
 
@@ -547,6 +599,41 @@ async def measure_all(
                 archives=archives,
                 log=log,
             )
+
+        if "load" in args.only:
+            log(f"load: {args.load_streams} streams at once, {args.load_workers} service process(es)")
+            res.load = await load.measure(
+                direct,
+                datasets["load"],
+                content,
+                env,
+                streams=args.load_streams,
+                worker_counts=args.load_workers,
+                limit_parallel=args.load_limit_parallel,
+                seaweedfs_pid=weed_pid,
+                logs=logs,
+                tmp=tmp,
+                archives=archives,
+                log=log,
+            )
+            meta["load"] = res.load.as_dict()
+
+        if "soak" in args.only:
+            res.soak = await soak.measure(
+                direct,
+                datasets["load"],
+                content,
+                env,
+                seconds=args.soak_seconds,
+                workers=args.soak_workers,
+                clients=args.soak_clients,
+                seed=args.seed,
+                logs=logs,
+                tmp=tmp,
+                archives=archives,
+                log=log,
+            )
+            meta["soak"] = res.soak.as_dict()
     return res
 
 
@@ -602,6 +689,14 @@ def report(
         part_checks = ranges.checks(res.ranges)
         all_checks += part_checks
         sections.append(ranges.render(res.ranges, part_checks))
+    if res.load is not None:
+        part_checks = load.checks(res.load)
+        all_checks += part_checks
+        sections.append(load.render(res.load, part_checks))
+    if res.soak is not None:
+        part_checks = soak.checks(res.soak)
+        all_checks += part_checks
+        sections.append(soak.render(res.soak, part_checks))
     sections.append(
         f"load average at start {meta['load_avg_at_start'][0]:.2f}, at end {meta['load_avg_at_end'][0]:.2f} "
         f"on {meta['cpus']} CPUs; total {meta['elapsed_s']} s. Logs in {logs}."

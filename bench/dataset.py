@@ -109,7 +109,8 @@ def make_dataset(name: str, count: int, size: int, days: int, prefix: str) -> Da
 
 def standard_datasets(quick: bool) -> dict[str, Dataset]:
     """small and large are the stream figures; huge is the >= 2 GiB flat-RSS archive;
-    cached is the redirect/edge range, jobs the background-job range."""
+    cached is the redirect/edge range, jobs the background-job range, load the ranges of
+    the load and the soak."""
     # Quick datasets live under their own prefixes: in a reused --data-dir, a full run's
     # objects must never show up in a quick run's listing (or the other way round).
     if quick:
@@ -119,6 +120,7 @@ def standard_datasets(quick: bool) -> dict[str, Dataset]:
             "huge": make_dataset("huge", 5, 110 * MiB, 1, "quick/huge"),
             "cached": make_dataset("cached", 150, 50 * KiB, 30, "quick/cached"),
             "jobs": make_dataset("jobs", 1000, 200 * KiB, 10, "quick/jobs"),
+            "load": make_dataset("load", 208, 200 * KiB, 104, "quick/load"),
         }
     return {
         "small": make_dataset("small", 1000, 200 * KiB, 5, "small"),
@@ -129,6 +131,9 @@ def standard_datasets(quick: bool) -> dict[str, Dataset]:
         "cached": make_dataset("cached", 600, 50 * KiB, 30, "cached"),
         # Jobs: 5,000 × 200 KiB (~1.05 GB) over 10 days; single days are the batch jobs.
         "jobs": make_dataset("jobs", 5000, 200 * KiB, 10, "jobs"),
+        # Load and soak: 104 days of 10 x 200 KiB, so 100 streams of 5 days each can all
+        # have another range (~10 MB each); the soak picks its ranges from them too.
+        "load": make_dataset("load", 1040, 200 * KiB, 104, "load"),
     }
 
 
