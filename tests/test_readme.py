@@ -6,6 +6,10 @@ without an error. The examples run twice: the second time the archives are cache
 repeated download comes from the cache (on the embedded default a `200` at the same URL,
 never a redirect) and must still save the same archive under the same name.
 
+The Configuration section's examples run too: serving an S3 bucket, as written against
+SeaweedFS, and allowing URL entries from one host, in the same shape against an origin on
+loopback (the README's needs the internet).
+
 Commands named in prose (`zipedge stack`, `docker compose up`) are tested where they live
 (tests/deploy/); the first block (`make run`, `make test`) is what this test stands for.
 """
