@@ -147,7 +147,7 @@ def _demo(args: argparse.Namespace) -> int:
         first, last = EXAMPLE_DAYS
         print(f"zipedge demo: and for {first} .. {last}, the days of the README's examples")
     print(f"zipedge demo: {count} new photos written")
-    # -L: once the archive is cached, the link answers with a redirect to it.
+    # -L: with an S3 cache, once the archive is cached the link redirects to it.
     print(f"  try: curl -LOJ '{args.url.rstrip('/')}/v1/zip?from={start}&to={end}'")
     return 0
 

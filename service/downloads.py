@@ -7,8 +7,8 @@
 2. the cached archive when one is built for these objects: `Redirect` to a stable
    presigned URL, or `CachedFile` when this process serves its cache itself (the embedded
    default's folder), at the same URL;
-3. `Partial` for a single `Range` (`206`, never teed, never a job): the bytes of the
-   layout the client's download started with (`If-Range`, or the one last served);
+3. a `Stream` of status `206` for a single `Range` (never teed, never a job): the bytes of
+   the layout the client's download started with (`If-Range`, or the one last served);
 4. `Deferred` when the selection is over the streaming limits: a background job
    (submitted for GET; HEAD only says so and starts nothing);
 5. `Stream`: the whole archive with an exact size, teed into the cache by whichever stream
@@ -92,9 +92,10 @@ def etag_of(archive_id: str) -> str:
     return f'"{archive_id}"'
 
 
-def _matches(header: str, etags: set[str]) -> str | None:
-    """The ETag of `etags` an `If-None-Match` names (`*` names any)."""
-    wanted = {tag.strip() for tag in header.split(",")}
+def none_match(header: str, etags: set[str]) -> str | None:
+    """The ETag of `etags` an `If-None-Match` names (`*` names any). The comparison is
+    weak (RFC 9110 §13.1.2): `W/"id"` names `"id"`, as a proxy that weakened it meant."""
+    wanted = {tag.strip().removeprefix("W/") for tag in header.split(",")}
     if "*" in wanted and etags:
         return next(iter(etags))
     found = wanted & etags
@@ -266,7 +267,7 @@ class Downloads:
         """The ETag of `If-None-Match` that still names these objects' bytes: the current
         layout, the cached one, or the one this selection was served as (the same
         objects, laid out before more CRCs were known)."""
-        found = _matches(header, {etag, etag_of(manifest.archive_id)})
+        found = none_match(header, {etag, etag_of(manifest.archive_id)})
         if found is not None:
             return found
         try:
@@ -274,7 +275,7 @@ class Downloads:
         except DependencyUnavailable:
             return None
         served_id = record.archive_id if record else None
-        if served_id is None or _matches(header, {etag_of(served_id)}) is None:
+        if served_id is None or none_match(header, {etag_of(served_id)}) is None:
             return None
         layout = await self._load(served_id)
         return etag_of(served_id) if layout is not None and layout.objects_id == manifest.objects_id else None

@@ -3,8 +3,12 @@
 photos, then the service, in an empty folder, on a free port), exits 0, and leaves what
 it promises: ZIPs that every reader accepts with exactly the expected members, JSON
 without an error. The examples run twice: the second time the archives are cached, so a
-repeated download goes through the cache (a redirect, today) and must still save the
-same archive under the same name.
+repeated download comes from the cache (on the embedded default a `200` at the same URL,
+never a redirect) and must still save the same archive under the same name.
+
+The Configuration section's examples run too: serving an S3 bucket, as written against
+SeaweedFS, and allowing URL entries from one host, in the same shape against an origin on
+loopback (the README's needs the internet).
 
 Commands named in prose (`zipedge stack`, `docker compose up`) are tested where they live
 (tests/deploy/); the first block (`make run`, `make test`) is what this test stands for.
@@ -12,6 +16,7 @@ Commands named in prose (`zipedge stack`, `docker compose up`) are tested where 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -33,6 +38,7 @@ import httpx
 import pytest
 
 from service.stack.ports import free_port
+from service.stack.seaweedfs import SeaweedFS
 from tests.zipcheck import check_archive
 
 pytestmark = pytest.mark.tools
@@ -130,38 +136,27 @@ def make_run_recipe(port: int) -> list[str]:
     return [re.sub(r"\$\((\w+)\)", lambda m: values[m.group(1)], line) for line in lines]
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    """`make run` in an empty folder: every recipe line but the last runs to its end,
-    the last (the service) runs until the tests are done."""
-    folder = tmp_path_factory.mktemp("make-run")
-    port = free_port()
-    *setup, serve = make_run_recipe(port)
-    assert serve.startswith(f"{BIN}/zipedge serve"), serve
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
-    for line in setup:
-        done = subprocess.run(
-            line, shell=True, cwd=folder, env=env, capture_output=True, text=True, timeout=START_DEADLINE_S
-        )
-        assert done.returncode == 0, f"{line}: {done.stdout}{done.stderr}"
-        assert "curl -LOJ" in done.stdout  # the hint follows redirects too
-    log = (folder / "serve.log").open("wb")
+@contextlib.contextmanager
+def ready(args: list[str], *, cwd: Path, env: dict[str, str], url: str) -> Iterator[None]:
+    """`args` running in `cwd` (output in serve.log) until the block ends, once `url`'s
+    /readyz answers 200; SIGTERM at the end."""
+    log_path = cwd / "serve.log"
+    log = log_path.open("wb")
     proc = subprocess.Popen(
-        shlex.split(serve), cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        args, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
-    url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + START_DEADLINE_S
         while True:
-            assert proc.poll() is None, (folder / "serve.log").read_text()
+            assert proc.poll() is None, log_path.read_text()
             try:
                 if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
-            assert time.monotonic() < deadline, (folder / "serve.log").read_text()
+            assert time.monotonic() < deadline, log_path.read_text()
             time.sleep(0.1)
-        yield Service(url, folder)
+        yield
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -170,6 +165,38 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
             proc.kill()
             proc.wait()
         log.close()
+
+
+def tool_env(**extra: str) -> dict[str, str]:
+    """The shell's environment with the venv first on PATH, plus `extra`."""
+    return {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}", **extra}
+
+
+@contextlib.contextmanager
+def make_run(folder: Path, **extra: str) -> Iterator[Service]:
+    """`make run` in `folder` (with `extra` in its environment, as `VAR=value make run`):
+    every recipe line but the last runs to its end, the last (the service) runs until the
+    block ends."""
+    port = free_port()
+    *setup, serve = make_run_recipe(port)
+    assert serve.startswith(f"{BIN}/zipedge serve"), serve
+    env = tool_env(**extra)
+    for line in setup:
+        done = subprocess.run(
+            line, shell=True, cwd=folder, env=env, capture_output=True, text=True, timeout=START_DEADLINE_S
+        )
+        assert done.returncode == 0, f"{line}: {done.stdout}{done.stderr}"
+        assert "curl -LOJ" in done.stdout  # the hint follows redirects too
+    url = f"http://127.0.0.1:{port}"
+    with ready(shlex.split(serve), cwd=folder, env=env, url=url):
+        yield Service(url, folder)
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """`make run` in an empty folder."""
+    with make_run(tmp_path_factory.mktemp("make-run")) as running:
+        yield running
 
 
 def sha256_file(path: Path) -> str:
@@ -284,8 +311,8 @@ def test_examples_are_found() -> None:
 
 
 def test_every_download_follows_redirects() -> None:
-    """A cached archive is a redirect: a `curl -O` without `-L` would save the redirect's
-    empty body (named after the URL) and exit 0."""
+    """With an S3 cache a cached archive is a redirect: a `curl -O` without `-L` would
+    save the redirect's empty body (named after the URL) and exit 0."""
     for path in [README, *sorted((ROOT / "docs").glob("*.md"))]:
         for flags in re.findall(r"curl((?: -[A-Za-z]+)+)", path.read_text()):
             letters = "".join(flag.lstrip("-") for flag in flags.split())
@@ -306,10 +333,15 @@ def test_the_examples_work_as_written_on_the_demo_data(service: Service, tmp_pat
         time.sleep(0.1)
     examples = readme_examples()
     range_url = next(the_url(e.command) for e in examples if "/v1/zip?" in e.command)
-    head = httpx.head(range_url.replace("127.0.0.1:8000", urlsplit(service.url).netloc))
-    assert head.status_code == 302 or head.headers.get("accept-ranges") == "bytes", (
-        head.headers
-    )  # from the cache
+    # From the cache, at the same URL: the embedded default serves its folder itself.
+    local_url = range_url.replace("127.0.0.1:8000", urlsplit(service.url).netloc)
+    for method in ("HEAD", "GET"):
+        cached = httpx.request(method, local_url, follow_redirects=False, timeout=COMMAND_DEADLINE_S)
+        assert cached.status_code == 200, (method, cached.status_code, cached.headers)
+        assert cached.headers["x-archive-cache"] == "hit" and "location" not in cached.headers
+        assert cached.headers["accept-ranges"] == "bytes"
+    part = httpx.get(local_url, headers={"Range": "bytes=0-99"}, follow_redirects=False)
+    assert part.status_code == 206 and part.content == cached.content[:100]
 
     again = run_examples(service, tmp_path / "again")
     assert [p.name for p in again.saved] == [p.name for p in first.saved]
@@ -336,3 +368,118 @@ def test_the_upload_script_files_a_photo_in_its_day(service: Service) -> None:
     keys = photos_of(service, "2025-01-05", "2025-01-05")
     assert completed["key"] in keys  # filed under its day, in the folder the archive reads
     check_archive(saved, {key: sha256_file(service.photos / key) for key in keys})
+
+
+# --- the Configuration section's examples ------------------------------------------------
+
+
+def configuration_block(lead: str) -> str:
+    """The ```sh block that follows the Configuration section's prose line starting `lead`."""
+    text = README.read_text()
+    _, found, section = text.partition("\n## Configuration\n")
+    assert found, "README.md has no Configuration section"
+    section = section.split("\n## ", 1)[0]
+    match = re.search(rf"^{re.escape(lead)}.*?\n```sh\n(.*?)^```", section, re.MULTILINE | re.DOTALL)
+    assert match, f"no sh block after {lead!r} in the Configuration section"
+    return match.group(1)
+
+
+def assignments_and_command(command: str) -> tuple[dict[str, str], list[str]]:
+    """`VAR=value ... cmd args` split as a shell does: the environment, then the argv."""
+    words = shlex.split(command.replace("\\\n", ""))  # a line continuation, as sh removes it
+    env: dict[str, str] = {}
+    while words and re.match(r"^[A-Za-z_]\w*=", words[0]):
+        name, _, value = words.pop(0).partition("=")
+        env[name] = value
+    return env, words
+
+
+def test_serving_an_s3_bucket_as_written(seaweedfs: SeaweedFS, tmp_path: Path) -> None:
+    """The README's `zipedge serve` on S3, run as written against SeaweedFS: its endpoint
+    and keys stand for the README's, the free port for 8000; the bucket and prefix are the
+    README's own."""
+    from service.settings import Location
+
+    [example] = examples(configuration_block("Serving an S3 bucket"))
+    env, argv = assignments_and_command(example.command)
+    assert argv == [".venv/bin/zipedge", "serve"], argv
+    assert env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:8333" and env["AWS_REGION"] == seaweedfs.region
+    assert env["AWS_ACCESS_KEY_ID"] == env["AWS_SECRET_ACCESS_KEY"] == "…"  # the reader's own
+    env |= {
+        "AWS_ENDPOINT_URL": seaweedfs.endpoint_url,
+        "AWS_ACCESS_KEY_ID": seaweedfs.access_key,
+        "AWS_SECRET_ACCESS_KEY": seaweedfs.secret_key,
+    }
+    source = Location.parse("ZIPEDGE_SOURCE", env["ZIPEDGE_SOURCE"])
+    seaweedfs.create_bucket(source.bucket)
+    photos = {f"2025/01/05/GATE7-{i:02d}.jpg": os.urandom(20_000 + i) for i in range(5)}
+    for key, data in photos.items():
+        status, body = seaweedfs.request("PUT", f"/{source.bucket}/{source.prefix}{key}", data)
+        assert status == 200, body
+    (tmp_path / ".venv").symlink_to(BIN.parent)  # `.venv/bin/zipedge`, where it is run
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with ready([*argv, "--port", str(port)], cwd=tmp_path, env=tool_env(**env), url=url):
+        day = {"from": "2025-01-05", "to": "2025-01-05"}
+        days = httpx.get(f"{url}/v1/days", params=day, timeout=COMMAND_DEADLINE_S)
+        response = httpx.get(f"{url}/v1/zip", params=day, timeout=COMMAND_DEADLINE_S)
+    assert days.status_code == 200 and days.json()["objects"] == len(photos), days.text
+    assert response.status_code == 200, response.text
+    saved = tmp_path / "gate7.zip"
+    saved.write_bytes(response.content)
+    check_archive(saved, {key: hashlib.sha256(data).hexdigest() for key, data in sorted(photos.items())})
+
+
+def test_url_entries_from_an_allowed_host_in_the_same_shape(tmp_path: Path) -> None:
+    """The README's example needs the internet; the same two commands run here against an
+    origin on loopback: `ZIPEDGE_HTTP_ALLOW=<host:port> make run` (plus
+    `ZIPEDGE_HTTP_ALLOW_PRIVATE`, which loopback needs) and the very `curl` with the
+    origin's URL for the photo's. The posted archive then holds the origin's bytes."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import FileResponse, Response
+    from starlette.routing import Route
+
+    from tests.servers import serve
+
+    allow, post = examples(configuration_block("Allowing URL entries"))
+    env, argv = assignments_and_command(allow.command)
+    assert argv == ["make", "run"] and set(env) == {"ZIPEDGE_HTTP_ALLOW"}, allow.command
+    [entry] = posted_body(post.command)["entries"]
+    readme_photo = urlsplit(entry["url"])
+    assert readme_photo.hostname == env["ZIPEDGE_HTTP_ALLOW"]  # the example allows its own host
+
+    served = tmp_path / "origin"
+    photo = served / readme_photo.path.lstrip("/")
+    photo.parent.mkdir(parents=True)
+    photo.write_bytes(os.urandom(30_000))
+
+    async def files(request: Request) -> Response:
+        path = served / request.path_params["path"]
+        return FileResponse(path) if path.is_file() else Response(status_code=404)
+
+    origin = Starlette(routes=[Route("/{path:path}", files, methods=["GET", "HEAD"])])
+    folder = tmp_path / "make-run"
+    folder.mkdir()
+    with serve(origin) as origin_url:
+        netloc = urlsplit(origin_url).netloc
+        allowed = {"ZIPEDGE_HTTP_ALLOW": netloc, "ZIPEDGE_HTTP_ALLOW_PRIVATE": "true"}
+        with make_run(folder, **allowed) as running:
+            command = post.command.replace("127.0.0.1:8000", urlsplit(running.url).netloc)
+            command = command.replace(entry["url"], f"{origin_url}{readme_photo.path}")
+            assert origin_url in command
+            done = subprocess.run(
+                ["bash", "-e", "-o", "pipefail", "-c", command],
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=COMMAND_DEADLINE_S,
+            )
+            assert done.returncode == 0, done.stderr
+            answer = json.loads(done.stdout)
+            assert "error" not in answer and answer["entries"] == 1, answer
+            archive = httpx.get(answer["url"], timeout=COMMAND_DEADLINE_S, follow_redirects=True)
+    assert archive.status_code == 200, archive.text
+    saved = tmp_path / "posted.zip"
+    saved.write_bytes(archive.content)
+    check_archive(saved, {photo.name: sha256_file(photo)})

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import http.client
-import math
 import os
 import sys
 import time
@@ -23,16 +22,21 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import TextIO, TypeVar
 
-from service.constants import DEFAULT_UPLOAD_GRACE_S
-from service.settings import S3Settings
+from service.settings import S3Settings, Settings
 from service.stack.nginx import Nginx, answers
 from service.stack.ports import HOST, free_port, free_ports_with_offset
 from service.stack.process import ManagedProcess
 from service.stack.redis import RedisServer
 from service.stack.seaweedfs import SeaweedFS
-from service.stack.seed import configure_lifecycle, photo_days, source_folder, upload_photos
+from service.stack.seed import (
+    configure_lifecycle,
+    configure_uploads,
+    photo_days,
+    source_folder,
+    upload_photos,
+)
 from service.stack.supervisor import ComponentSpec, supervise
 
 SOURCE_BUCKET = "zipedge"
@@ -44,13 +48,6 @@ CACHE_PREFIX = "archives"
 CACHE_EXPIRE_DAYS = 7
 #: A multipart upload left by a crashed build is garbage after a day (no build takes that).
 ABORT_MULTIPART_DAYS = 1
-
-#: Where uploads wait (ZIPEDGE_STAGING's default under the source prefix).
-STAGING_PREFIX = f"{SOURCE_PREFIX}/_staging/"
-#: Headers a browser sends with a presigned upload PUT (Content-Length it sets itself).
-UPLOAD_HEADERS = ["content-type", "if-none-match", "x-amz-checksum-crc32"]
-#: How long a browser may cache the answer to the CORS preflight (seconds).
-CORS_MAX_AGE_S = 3600
 
 #: Edge settings for the local stack (see edge/README.md).
 EDGE_SLICE_SIZE = "8m"
@@ -227,8 +224,13 @@ class LocalStack:
     def service_env(self) -> dict[str, str]:
         """The environment of `zipedge serve`/`worker`: the caller's, minus anything that
         would point the service elsewhere (AWS_*, proxies), plus the stack's settings."""
+        env = self._storage_env()
+        env["ZIPEDGE_REDIS_URL"] = _started(self.redis).url
+        return env
+
+    def _storage_env(self) -> dict[str, str]:
+        """`service_env` but Redis, known once S3 is up: what the bucket rules are made from."""
         s3 = _started(self.s3)
-        redis = _started(self.redis)
         env = {
             k: v
             for k, v in os.environ.items()
@@ -237,7 +239,6 @@ class LocalStack:
         env.update(
             ZIPEDGE_SOURCE=f"s3://{SOURCE_BUCKET}/{SOURCE_PREFIX}",
             ZIPEDGE_CACHE=f"s3://{CACHE_BUCKET}/{CACHE_PREFIX}",
-            ZIPEDGE_REDIS_URL=redis.url,
             ZIPEDGE_PUBLIC_URL=self.edge_url,
             ZIPEDGE_DATA_DIR=str(self.directory / "service" / "var"),
             AWS_ENDPOINT_URL=s3.endpoint_url,
@@ -286,9 +287,16 @@ class LocalStack:
                 abort_multipart_days=ABORT_MULTIPART_DAYS,
             )
         )
-        uploads = asyncio.run(configure_uploads(settings, origins=[self.edge_url]))
+        # The service's own settings (ZIPEDGE_UPLOAD_GRACE_S, ZIPEDGE_STAGING from the
+        # caller's environment too), so the backstop expires what the janitor would.
+        served = Settings.from_env(self._storage_env())
+        uploads = asyncio.run(
+            configure_uploads(
+                settings, origins=[self.edge_url], staging=served.staging, grace_s=served.upload_grace_s
+            )
+        )
         print(f"zipedge stack: lifecycle on s3://{CACHE_BUCKET}: {lifecycle}", file=self.err)
-        print(f"zipedge stack: uploads on s3://{SOURCE_BUCKET}: {uploads}", file=self.err)
+        print(f"zipedge stack: uploads on s3://{served.staging.bucket}: {uploads}", file=self.err)
 
     def _create_redis(self) -> RedisServer:
         self.redis = RedisServer(self.directory / "redis")
@@ -325,62 +333,6 @@ class LocalStack:
             cache_bucket=CACHE_BUCKET,
         )
         return self.edge
-
-
-def cors_rule(origins: list[str]) -> dict[str, object]:
-    """The bucket CORS rule a page at `origins` needs to PUT photos with presigned URLs."""
-    return {
-        "ID": "zipedge-uploads",
-        "AllowedOrigins": origins,
-        "AllowedMethods": ["PUT"],
-        "AllowedHeaders": UPLOAD_HEADERS,
-        "ExposeHeaders": ["ETag"],
-        "MaxAgeSeconds": CORS_MAX_AGE_S,
-    }
-
-
-def staging_lifecycle_rule(grace_s: int) -> dict[str, object]:
-    """The backstop for the janitor: staged bodies expire after the grace period
-    (lifecycle rules count whole days: rounded up) and multipart uploads left under the
-    staging prefix are aborted."""
-    days = max(1, math.ceil(grace_s / 86400))
-    return {
-        "ID": "zipedge-staging",
-        "Status": "Enabled",
-        "Filter": {"Prefix": STAGING_PREFIX},
-        "Expiration": {"Days": days},
-        "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": days},
-    }
-
-
-async def configure_uploads(settings: S3Settings, *, origins: list[str]) -> str:
-    """The source bucket's staging lifecycle rule and upload CORS rule; what became of them."""
-    from service.s3.client import open_s3_client
-
-    async with open_s3_client(settings, max_pool_connections=1) as client:
-        return await _configure_uploads(client, origins)
-
-
-async def _configure_uploads(client: Any, origins: list[str]) -> str:
-    from botocore.exceptions import ClientError
-
-    rule = staging_lifecycle_rule(DEFAULT_UPLOAD_GRACE_S)
-    done = []
-    try:
-        await client.put_bucket_lifecycle_configuration(
-            Bucket=SOURCE_BUCKET, LifecycleConfiguration={"Rules": [rule]}
-        )
-        done.append(f"uploads waiting under {STAGING_PREFIX} expire after {rule['Expiration']}")
-    except ClientError as exc:
-        done.append(f"no staging lifecycle rule ({exc})")
-    try:
-        await client.put_bucket_cors(
-            Bucket=SOURCE_BUCKET, CORSConfiguration={"CORSRules": [cors_rule(origins)]}
-        )
-        done.append(f"browsers at {', '.join(origins)} may PUT uploads")
-    except ClientError as exc:
-        done.append(f"no CORS rule ({exc})")
-    return "; ".join(done)
 
 
 def _started(component: _T | None) -> _T:

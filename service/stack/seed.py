@@ -1,6 +1,6 @@
 """What the local stack's S3 starts with: photos from a date-partitioned folder (the demo
 photos, or the folder the caller's ZIPEDGE_SOURCE names) uploaded into the source bucket,
-and the lifecycle rule of the cache bucket.
+the lifecycle rule of the cache bucket, and the staging bucket's lifecycle and CORS rules.
 
 A folder is read through `FolderSource`, the very source `zipedge serve` uses for it, so
 the bucket holds exactly the objects a folder-backed service would serve (hidden files,
@@ -10,16 +10,24 @@ symlinks out of the folder and odd names are left out the same way).
 from __future__ import annotations
 
 import asyncio
+import math
 import mimetypes
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from service.exceptions import ConfigError
 from service.settings import Location, S3Settings
 from service.sources.folder import FolderSource
+
+#: Headers a browser sends with a presigned upload PUT (Content-Length it sets itself).
+UPLOAD_HEADERS = ["content-type", "if-none-match", "x-amz-checksum-crc32"]
+#: How long a browser may cache the answer to the CORS preflight (seconds).
+CORS_MAX_AGE_S = 3600
+
 
 UPLOAD_CONCURRENCY = 16
 _PART = re.compile("[0-9]+")
@@ -123,3 +131,62 @@ async def configure_lifecycle(
         f"objects under {prefix}/ expire after {expire_days} days, "
         f"incomplete multipart uploads are aborted after {abort_multipart_days} day"
     )
+
+
+def cors_rule(origins: list[str]) -> dict[str, object]:
+    """The bucket CORS rule a page at `origins` needs to PUT photos with presigned URLs."""
+    return {
+        "ID": "zipedge-uploads",
+        "AllowedOrigins": origins,
+        "AllowedMethods": ["PUT"],
+        "AllowedHeaders": UPLOAD_HEADERS,
+        "ExposeHeaders": ["ETag"],
+        "MaxAgeSeconds": CORS_MAX_AGE_S,
+    }
+
+
+def staging_lifecycle_rule(prefix: str, grace_s: int) -> dict[str, object]:
+    """The backstop for the janitor: staged bodies under `prefix` expire after the grace
+    period (lifecycle rules count whole days: rounded up) and multipart uploads left there
+    are aborted."""
+    days = max(1, math.ceil(grace_s / 86400))
+    return {
+        "ID": "zipedge-staging",
+        "Status": "Enabled",
+        "Filter": {"Prefix": prefix},
+        "Expiration": {"Days": days},
+        "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": days},
+    }
+
+
+async def configure_uploads(
+    settings: S3Settings, *, origins: list[str], staging: Location, grace_s: int
+) -> str:
+    """The staging bucket's lifecycle rule (uploads waiting under `staging` expire after
+    `grace_s`) and upload CORS rule; what became of them."""
+    from service.s3.client import open_s3_client
+
+    async with open_s3_client(settings, max_pool_connections=1) as client:
+        return await _configure_uploads(client, origins, staging, grace_s)
+
+
+async def _configure_uploads(client: Any, origins: list[str], staging: Location, grace_s: int) -> str:
+    from botocore.exceptions import ClientError
+
+    rule = staging_lifecycle_rule(staging.prefix, grace_s)
+    done = []
+    try:
+        await client.put_bucket_lifecycle_configuration(
+            Bucket=staging.bucket, LifecycleConfiguration={"Rules": [rule]}
+        )
+        done.append(f"uploads waiting under {staging.prefix} expire after {rule['Expiration']}")
+    except ClientError as exc:
+        done.append(f"no staging lifecycle rule ({exc})")
+    try:
+        await client.put_bucket_cors(
+            Bucket=staging.bucket, CORSConfiguration={"CORSRules": [cors_rule(origins)]}
+        )
+        done.append(f"browsers at {', '.join(origins)} may PUT uploads")
+    except ClientError as exc:
+        done.append(f"no CORS rule ({exc})")
+    return "; ".join(done)

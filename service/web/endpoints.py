@@ -17,7 +17,7 @@ from service.archive.manifest import Manifest, is_archive_id
 from service.archive.names import content_disposition
 from service.archive.selection import parse_date_range
 from service.constants import IMMUTABLE_CACHE_CONTROL, READINESS_DEADLINE_S, RETRY_AFTER_UNAVAILABLE_S
-from service.downloads import CachedFile, Deferred, NotModified, Outcome, Redirect, Stream
+from service.downloads import CachedFile, Deferred, NotModified, Outcome, Redirect, Stream, none_match
 from service.exceptions import InvalidParameter, UnknownArchive
 from service.metrics import JOBS_QUEUED, render
 from service.quotas import Slot
@@ -136,7 +136,9 @@ async def cached_archive(request: Request) -> Response:
         "Cache-Control": IMMUTABLE_CACHE_CONTROL,
         "Content-Disposition": content_disposition(filename),
     }
-    if request.headers.get("if-none-match", "").strip() == headers["ETag"]:
+    # The same matching as /v1/zip: a client that had either answer revalidates either way.
+    unmodified = request.headers.get("if-none-match")
+    if unmodified is not None and none_match(unmodified, {headers["ETag"]}) is not None:
         return Response(status_code=304, headers={"ETag": headers["ETag"]})
     return _cached_file(path, headers)
 

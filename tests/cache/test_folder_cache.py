@@ -3,10 +3,14 @@ and the service serving cached archives itself with Range."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
+import subprocess
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlencode
 
 import anyio
 import httpx
@@ -196,3 +200,66 @@ def test_cache_route_refuses_unknown_ids(tmp_path: Path) -> None:
         bad = client.get("/v1/cache/..%2F..%2Fetc%2Fpasswd.zip")
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "unknown_archive"
     assert bad.status_code == 404
+
+
+def cached_once(client: httpx.Client, app: object, cache: Path) -> tuple[httpx.Response, str]:
+    """(the live stream's answer, the `/v1/cache/` path of the archive it cached)."""
+    first = client.get("/v1/zip", params=RANGE)
+    assert first.status_code == 200 and first.headers["x-archive-cache"] == "miss"
+    streams: Streams = app.state.services.streams  # type: ignore[attr-defined]
+    wait_for(lambda: not streams.building, "the cache write to settle")
+    [cached] = [p for p in cache.glob("*.zip") if not p.name.startswith(".")]
+    return first, f"/v1/cache/{cached.name}"
+
+
+def test_cache_route_revalidates_like_the_zip_route(tmp_path: Path) -> None:
+    """A job's download link and the range's URL answer the same validators the same way:
+    a list of ETags, a weakened `W/` one and `*` are a 304; another archive's is the file."""
+    photos(tmp_path / "photos")
+    app = create_app(settings(tmp_path))
+    with serve(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        first, cache_path = cached_once(client, app, tmp_path / "cache")
+        etag = first.headers["etag"]
+        served = client.get(cache_path)
+        assert served.status_code == 200 and served.content == first.content
+        assert served.headers["etag"] == etag
+        # the newest member's mtime, as the live stream said (the file's mtime is set to it)
+        assert served.headers["last-modified"] == first.headers["last-modified"]
+        for value in (etag, f'"0123456789abcdef0123456789abcdef", {etag}', f"W/{etag}", "*"):
+            for path, params in ((cache_path, None), ("/v1/zip", RANGE)):
+                unchanged = client.get(path, params=params, headers={"If-None-Match": value})
+                assert unchanged.status_code == 304, (path, value)
+                assert unchanged.headers["etag"] == etag and unchanged.content == b""
+        for value in ('"0123456789abcdef0123456789abcdef"', 'W/"0123456789abcdef0123456789abcdef"', ""):
+            for path, params in ((cache_path, None), ("/v1/zip", RANGE)):
+                changed = client.get(path, params=params, headers={"If-None-Match": value})
+                assert changed.status_code == 200 and changed.content == first.content, (path, value)
+
+
+needs_curl = pytest.mark.skipif(not shutil.which("curl"), reason="curl (Debian curl)")
+
+
+@needs_curl
+@pytest.mark.parametrize("route", ["zip", "cache"])
+def test_curl_resumes_a_cached_archive(tmp_path: Path, route: str) -> None:
+    """`curl -C -` (a real curl) finishing a third of a cached archive saves the very file
+    the stream sent, from the range's URL and from the cache's own."""
+    files = photos(tmp_path / "photos")
+    app = create_app(settings(tmp_path))
+    with serve(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        first, cache_path = cached_once(client, app, tmp_path / "cache")
+        target = f"{url}{cache_path}" if route == "cache" else f"{url}/v1/zip?{urlencode(RANGE)}"
+        size = len(first.content)
+        part = client.get(target, headers={"Range": f"bytes=0-{size // 3}"})
+        assert part.status_code == 206 and part.content == first.content[: size // 3 + 1]
+        out = tmp_path / "resumed.zip"
+        out.write_bytes(part.content)
+        done = subprocess.run(
+            ["curl", "-sS", "-f", "-C", "-", "-o", str(out), target],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 0, done.stderr
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == hashlib.sha256(first.content).hexdigest()
+    check_archive(out, {k: sha256(files[k]) for k in sorted(files)})

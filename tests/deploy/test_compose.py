@@ -4,6 +4,8 @@ is a real one and every template placeholder gets a value."""
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from service.settings import Location
+from service.settings import Location, Settings
 from service.stack.nginx import BUILTIN_PLACEHOLDERS, render, required
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -156,6 +158,27 @@ def test_wiring_matches_between_service_nginx_edge_and_minio(services: dict[str,
     assert f"store/{source.bucket} store/{cache.bucket}" in init  # both buckets created
     assert f"store/{source.bucket}/{source.prefix.rstrip('/')}" in init  # demo photos uploaded
     assert f'"Prefix":"{cache.prefix}"' in init  # lifecycle on the cache prefix
+
+
+def ilm_rules(init: str) -> dict[str, list[dict[str, Any]]]:
+    """bucket → the lifecycle rules minio-init imports into it (`echo '<json>' | mc ilm import`)."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for body, bucket in re.findall(r"echo '(\{.*?\})' \\\n\s*\| mc ilm import store/(\S+)", init):
+        found.setdefault(bucket, []).extend(json.loads(body)["Rules"])
+    return found
+
+
+def test_staging_lifecycle_is_where_the_service_stages(services: dict[str, dict[str, Any]]) -> None:
+    """The backstop rule must cover the very prefix uploads wait under, and expire after
+    the grace the janitor uses (whole days, rounded up), or it removes nothing or too much."""
+    settings = Settings.from_env(env(services["service"]))
+    staging = settings.staging
+    assert staging.scheme == "s3"
+    rules = ilm_rules(services["minio-init"]["command"][0])
+    assert staging.bucket in rules, rules
+    [rule] = [r for r in rules[staging.bucket] if r["ID"] == "zipedge-staging"]
+    assert rule["Filter"] == {"Prefix": staging.prefix}
+    assert rule["Expiration"] == {"Days": max(1, math.ceil(settings.upload_grace_s / 86400))}
 
 
 @pytest.mark.parametrize(("name", "template"), [("nginx", "nginx"), ("edge", "edge")])

@@ -115,9 +115,14 @@ def running_stack(directory: Path, env: dict[str, str] | None = None) -> Iterato
                 stream.close()
 
 
+#: Not the default day: the staging lifecycle rule must follow the service's setting.
+UPLOAD_GRACE_S = 2 * 86400 + 1
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with running_stack(tmp_path_factory.mktemp("stack")) as running:
+    env = {"ZIPEDGE_UPLOAD_GRACE_S": str(UPLOAD_GRACE_S)}
+    with running_stack(tmp_path_factory.mktemp("stack"), env) as running:
         yield running
 
 
@@ -217,6 +222,37 @@ def test_readme_example_days_are_served_too(stack: Stack, tmp_path: Path) -> Non
         head = client.head("/v1/zip", params={"from": "2025-01-01", "to": "2025-01-05"})
     assert head.status_code in (200, 302), head.text
     assert (stack.directory / "demo/2025/01/05/MH12AB1234-083015.jpg").is_file()
+
+
+def test_the_bucket_rules_are_read_back(stack: Stack) -> None:
+    """What the stack installs on its bucket is what SeaweedFS keeps: the staging backstop
+    (expiring after the configured grace, in whole days) and the page's upload CORS rule."""
+    import boto3
+    from botocore.config import Config
+
+    from service.stack.local import SOURCE_BUCKET
+    from service.stack.seaweedfs import DEFAULT_ACCESS_KEY, DEFAULT_REGION, DEFAULT_SECRET_KEY
+    from service.stack.seed import cors_rule
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=stack.urls["s3"],
+        region_name=DEFAULT_REGION,
+        aws_access_key_id=DEFAULT_ACCESS_KEY,
+        aws_secret_access_key=DEFAULT_SECRET_KEY,
+        config=Config(s3={"addressing_style": "path"}),
+    )
+    try:
+        rules = client.get_bucket_lifecycle_configuration(Bucket=SOURCE_BUCKET)["Rules"]
+        cors = client.get_bucket_cors(Bucket=SOURCE_BUCKET)["CORSRules"]
+    finally:
+        client.close()
+    [staging] = [rule for rule in rules if rule.get("ID") == "zipedge-staging"]
+    assert staging["Status"] == "Enabled"
+    assert staging["Filter"] == {"Prefix": "photos/_staging/"}  # ZIPEDGE_STAGING's default
+    assert staging["Expiration"] == {"Days": 3}  # 2 days and a second, rounded up
+    assert staging["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 3}
+    assert cors == [cors_rule([stack.edge])]
 
 
 def test_sigint_stops_everything(stack: Stack) -> None:

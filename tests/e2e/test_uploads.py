@@ -88,7 +88,7 @@ def s3_site(seaweedfs: SeaweedFS, s3_bucket: str, tmp_path: Path) -> Iterator[tu
 
         async def cors() -> None:
             async with open_s3_client(s3_settings(seaweedfs), max_pool_connections=2) as client:
-                from service.stack.local import cors_rule
+                from service.stack.seed import cors_rule
 
                 await client.put_bucket_cors(
                     Bucket=s3_bucket, CORSConfiguration={"CORSRules": [cors_rule([url])]}
