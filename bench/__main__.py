@@ -19,7 +19,10 @@ Starts SeaweedFS in a temp dir and uploads the datasets, then, by part (`--only`
   the same service with them off (bench/identity.py);
 * ranges: a single Range on the live stream (no cache) with the object index cold and
   primed, against a full stream; what storage is asked for per range; `zipedge index`
-  throughput against the storage limit (bench/ranges.py).
+  throughput against the storage limit (bench/ranges.py);
+* loop: the event loop's largest pause while a posted archive of 20,000 and 100,000 keys and
+  a date range of 20,000 and 200,000 objects are resolved, in process over a synthetic
+  source (bench/loop.py; no SeaweedFS).
 
 Prints a table per part and writes var/bench/results.json. Exits non-zero only if the run
 broke (a process failed, or the service sent something other than a complete valid
@@ -48,7 +51,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import cached, ceiling, identity, jobs, profile, ranges, uploads
+from bench import cached, ceiling, identity, jobs, loop, profile, ranges, uploads
 from bench.dataset import Content, Dataset, standard_datasets, upload_dataset
 from bench.report import (
     Check,
@@ -72,7 +75,9 @@ from bench.stream import CLIENTS, BenchError, Client, StreamSession, archive_dir
 
 MiB = 1024 * 1024
 FALLBACK_PREFETCH_BYTES = 32 * MiB
-PARTS = ("streams", "redirects", "edge", "jobs", "uploads", "identity", "ranges")
+PARTS = ("streams", "redirects", "edge", "jobs", "uploads", "identity", "ranges", "loop")
+#: Parts that need no S3 server.
+LOCAL_PARTS = {"loop"}
 TTFB_MEANING = {
     "curl": "curl's time_starttransfer (request start -> first response byte; the service sends its "
     "headers once the selection is resolved)",
@@ -124,6 +129,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--delay-ms", type=float, default=10.0, help="one-way delay per direction (10 = 20 ms RTT)"
     )
+    p.add_argument("--loop-reps", type=int, default=2, help="loop: runs per case (the worst pause is kept)")
     p.add_argument("--seed", type=int, default=20250101, help="content seed")
     p.add_argument("--data-dir", type=Path, help="keep SeaweedFS data here and reuse it next run")
     p.add_argument(
@@ -360,6 +366,7 @@ class Results:
     uploads: uploads.UploadsResult | None = None
     identity: identity.IdentityResult | None = None
     ranges: ranges.RangesResult | None = None
+    loop: loop.LoopResult | None = None
 
     @property
     def broken(self) -> bool:
@@ -372,6 +379,7 @@ class Results:
             or (self.uploads is not None and bool(self.uploads.errors))
             or (self.identity is not None and self.identity.error is not None)
             or (self.ranges is not None and self.ranges.error is not None)
+            or (self.loop is not None and self.loop.error is not None)
         )
 
 
@@ -470,6 +478,15 @@ async def measure_all(
     logs: Path,
 ) -> Results:
     res = Results()
+    if "loop" in args.only:
+        log("loop: the event loop's largest pause while large selections are resolved")
+        try:
+            res.loop = await loop.measure(reps=args.loop_reps, log=log)
+        except Exception as exc:
+            res.loop = loop.LoopResult(error=f"{type(exc).__name__}: {exc}")
+            log(f"loop FAILED:\n{traceback.format_exc()}")
+    if set(args.only) <= LOCAL_PARTS:
+        return res
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="zipedge-bench-")))
         wanted = wanted_datasets(args, datasets)
@@ -602,6 +619,8 @@ def report(
         part_checks = ranges.checks(res.ranges)
         all_checks += part_checks
         sections.append(ranges.render(res.ranges, part_checks))
+    if res.loop is not None:
+        sections.append(loop.render(res.loop, args.loop_reps))
     sections.append(
         f"load average at start {meta['load_avg_at_start'][0]:.2f}, at end {meta['load_avg_at_end'][0]:.2f} "
         f"on {meta['cpus']} CPUs; total {meta['elapsed_s']} s. Logs in {logs}."
@@ -634,6 +653,7 @@ async def run(args: argparse.Namespace) -> int:
         jobs=res.jobs,
         identity=res.identity.as_dict() if res.identity else None,
         ranges=res.ranges.as_dict() if res.ranges else None,
+        loop=res.loop.as_dict() if res.loop else None,
     )
     print(f"\nresults: {args.out}")
     return 1 if res.broken else 0
