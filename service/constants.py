@@ -79,8 +79,21 @@ STAT_CONCURRENCY = 16
 #: Above this many entries a manifest (names, id, layout: ~30 us an entry) is built in a
 #: worker thread, so a 200,000-entry selection cannot freeze the event loop for seconds.
 MANIFEST_INLINE_ENTRIES = 2_000
-#: Above this many bytes a stored manifest is encoded or decoded in a worker thread.
+#: Above this many bytes a stored manifest is encoded or decoded, or a request body
+#: decoded, in a worker thread (~0.1 ms of CPU per 10 KiB: 256 KiB is a few ms).
 MANIFEST_INLINE_JSON_BYTES = 256 * KiB
+#: Large JSON arrays are encoded and decoded this many items per C call
+#: (service/archive/jsonpieces.py): ~0.5 ms of GIL held each for manifest entries, where
+#: one call over 200,000 of them held it ~100 ms. The arrays and objects of the first
+#: `JSON_PIECES_DEPTH` levels are walked in Python, so a posted body
+#: ({"entries": [{...}, ...]}) is decoded an entry at a time.
+JSON_PIECE_ITEMS = 1_000
+JSON_PIECES_DEPTH = 2
+#: While a large manifest is built in a worker thread, the oldest generation's collection
+#: threshold is this (collections of the middle one: in effect never) so that no full
+#: collection, which holds the GIL for a pass over every object, stops the event loop
+#: (service/collector.py).
+GC_HELD_OFF_THRESHOLD = 1 << 30
 
 # --- HTTP origins ------------------------------------------------------------------------
 
