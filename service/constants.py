@@ -92,8 +92,14 @@ JSON_PIECES_DEPTH = 2
 #: While a large manifest is built in a worker thread, the oldest generation's collection
 #: threshold is this (collections of the middle one: in effect never) so that no full
 #: collection, which holds the GIL for a pass over every object, stops the event loop
-#: (service/collector.py).
+#: (service/offloop.py).
 GC_HELD_OFF_THRESHOLD = 1 << 30
+#: The interpreter's switch interval in a serving process (seconds; Python's default is
+#: 5 ms): how long the event loop, woken while a worker thread computes (a manifest, a
+#: large body), may wait before that thread must hand the GIL over. At 5 ms every wake-up
+#: of the loop during a build cost up to 5 ms; a shorter interval costs only more
+#: hand-overs between threads that both want to compute, which the loop rarely does.
+GIL_SWITCH_INTERVAL_S = 0.001
 
 # --- HTTP origins ------------------------------------------------------------------------
 

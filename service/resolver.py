@@ -23,9 +23,7 @@ from service import tracing
 from service.archive.manifest import Candidate, Kind, Manifest, build_manifest
 from service.archive.names import validate_key
 from service.archive.selection import DateRange
-from service.collector import quiet_collector
 from service.constants import (
-    MANIFEST_INLINE_ENTRIES,
     MAX_POSTED_ENTRIES,
     MEMO_MAX_ENTRIES,
     MEMO_MAX_MANIFESTS,
@@ -34,6 +32,7 @@ from service.constants import (
 )
 from service.exceptions import HostNotAllowed, InvalidParameter, NothingSelected, TooLarge
 from service.listing import Listings, day_of_key
+from service.offloop import off_loop
 from service.sources.base import ObjectInfo, Reader, Source
 from service.sources.urlguard import validate_url
 
@@ -93,21 +92,6 @@ def _built(candidates: Sequence[Candidate], *, source: str, filename: str) -> Ma
     # decides a deferred HEAD's job id and the cache lookup).
     _ = manifest.archive_id, manifest.objects_id, manifest.layout
     return manifest
-
-
-async def off_loop(entries: int, work: Callable[[], T]) -> T:
-    """`work()`, in a worker thread when it is a pass over more than
-    `MANIFEST_INLINE_ENTRIES` entries (~1 us or more each: 200,000 of them would hold the
-    loop for a fifth of a second), under `quiet_collector` so that the millions of objects
-    it makes cannot set off a full collection that stops every thread."""
-    if entries <= MANIFEST_INLINE_ENTRIES:
-        return work()
-
-    def run() -> T:
-        with quiet_collector():
-            return work()
-
-    return await asyncio.to_thread(run)
 
 
 class _ManifestMemo:

@@ -13,9 +13,9 @@ from typing import Any, TypeVar
 from starlette.requests import Request
 
 from service.archive import jsonpieces
-from service.collector import quiet_collector
 from service.constants import MANIFEST_INLINE_JSON_BYTES, MAX_JSON_DEPTH, MAX_POST_BODY_BYTES
 from service.exceptions import InvalidParameter, TooLarge
+from service.offloop import quiet_collector
 
 T = TypeVar("T")
 

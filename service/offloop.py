@@ -1,4 +1,9 @@
-"""The cyclic garbage collector while a worker thread builds a large manifest.
+"""Passes over many entries run in a worker thread (`off_loop`), with the cyclic garbage
+collector kept from full collections meanwhile (`quiet_collector`).
+
+The thread holds the GIL only in slices (the switch interval), so the loop keeps serving
+while a 200,000-entry manifest is built, as long as no single C call in it runs long:
+hence `service/archive/jsonpieces.py`.
 
 A 200,000-entry build makes a few million objects that outlive the young generations. The
 collector answers with full collections, each a pass over every tracked object in the
@@ -15,12 +20,16 @@ service's acyclic dataclasses rarely make.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
-from service.constants import GC_HELD_OFF_THRESHOLD
+from service.constants import GC_HELD_OFF_THRESHOLD, MANIFEST_INLINE_ENTRIES
+
+T = TypeVar("T")
 
 _lock = threading.Lock()
 _builds = 0
@@ -45,3 +54,18 @@ def quiet_collector() -> Iterator[None]:
             if _builds == 0:
                 gc.freeze()
                 gc.set_threshold(*_thresholds)
+
+
+async def off_loop(entries: int, work: Callable[[], T]) -> T:
+    """`work()`, in a worker thread when it is a pass over more than
+    `MANIFEST_INLINE_ENTRIES` entries (~1 us or more each: 200,000 of them would hold the
+    loop for a fifth of a second), under `quiet_collector` so that the millions of objects
+    it makes cannot set off a full collection that stops every thread."""
+    if entries <= MANIFEST_INLINE_ENTRIES:
+        return work()
+
+    def run() -> T:
+        with quiet_collector():
+            return work()
+
+    return await asyncio.to_thread(run)
