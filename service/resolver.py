@@ -89,8 +89,14 @@ async def build_off_loop(candidates: Sequence[Candidate], *, source: str, filena
 def _built(candidates: Sequence[Candidate], *, source: str, filename: str) -> Manifest:
     manifest = build_manifest(candidates, source=source, filename=filename)
     # Computed here, not later on the loop: each is a pass over every entry (the objects id
-    # decides a deferred HEAD's job id and the cache lookup).
-    _ = manifest.archive_id, manifest.objects_id, manifest.layout
+    # decides a deferred HEAD's job id and the cache lookup; the headers give the newest mtime).
+    _ = (
+        manifest.archive_id,
+        manifest.objects_id,
+        manifest.layout,
+        manifest.last_modified,
+        manifest.content_bytes,
+    )
     return manifest
 
 

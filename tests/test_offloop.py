@@ -63,6 +63,8 @@ async def test_a_large_ranges_ids_are_computed_off_the_loop(digests: list[tuple[
     # the loop's thread, and not again when asked for.
     assert {kind for kind, _ in digests} == {"bytes", "objects"}
     assert threading.get_ident() not in {thread for _, thread in digests}
+    # What the headers and the cache ask for was computed with them, in the build.
+    assert {"archive_id", "objects_id", "layout", "last_modified", "content_bytes"} <= vars(built).keys()
     _ = built.archive_id, built.objects_id, built.layout
     assert len(digests) == 2
 

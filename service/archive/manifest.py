@@ -80,12 +80,14 @@ class Manifest:
         """Exact size of the archive in bytes."""
         return self.layout.size
 
-    @property
+    # Cached, like the ids: a pass over 200,000 entries is ~10 ms, and a response's headers
+    # ask for them on the event loop.
+    @cached_property
     def content_bytes(self) -> int:
         """Sum of the members' sizes (what has to be fetched)."""
         return sum(e.size for e in self.entries)
 
-    @property
+    @cached_property
     def last_modified(self) -> int:
         return max((e.mtime for e in self.entries), default=0)
 
