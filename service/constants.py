@@ -94,6 +94,12 @@ JSON_PIECES_DEPTH = 2
 #: collection, which holds the GIL for a pass over every object, stops the event loop
 #: (service/offloop.py).
 GC_HELD_OFF_THRESHOLD = 1 << 30
+#: Worker threads for those passes (service/offloop.py). The GIL runs one at a time
+#: anyway; each more thread wanting it is one more the loop may lose the GIL to when it
+#: wakes (16 day listings of a 200,000-object range each had their passes in the default
+#: pool's threads at once). Two, so that a small selection's pass need not wait behind
+#: all of a large one's.
+OFF_LOOP_THREADS = 2
 #: The interpreter's switch interval in a serving process (seconds; Python's default is
 #: 5 ms): how long the event loop, woken while a worker thread computes (a manifest, a
 #: large body), may wait before that thread must hand the GIL over. At 5 ms every wake-up

@@ -22,14 +22,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import gc
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from service.constants import GC_HELD_OFF_THRESHOLD, MANIFEST_INLINE_ENTRIES
+from service.constants import GC_HELD_OFF_THRESHOLD, MANIFEST_INLINE_ENTRIES, OFF_LOOP_THREADS
 
 T = TypeVar("T")
+
+#: The threads of these passes: few, because every thread that wants the GIL competes
+#: with the loop for it (the GIL goes to any waiter, not the loop first) and, the GIL
+#: being one, more threads would not make the passes faster.
+_passes = ThreadPoolExecutor(max_workers=OFF_LOOP_THREADS, thread_name_prefix="zipedge-passes")
 
 _lock = threading.Lock()
 _builds = 0
@@ -68,4 +75,5 @@ async def off_loop(entries: int, work: Callable[[], T]) -> T:
         with quiet_collector():
             return work()
 
-    return await asyncio.to_thread(run)
+    context = contextvars.copy_context()  # as asyncio.to_thread: the span and the request id
+    return await asyncio.get_running_loop().run_in_executor(_passes, context.run, run)
