@@ -76,8 +76,10 @@ MEMO_MAX_ENTRIES = 200_000
 #: Objects stat'ed at once when a posted archive names keys or URLs without sizes.
 STAT_CONCURRENCY = 16
 
-#: Above this many entries a manifest (names, id, layout: ~30 us an entry) is built in a
-#: worker thread, so a 200,000-entry selection cannot freeze the event loop for seconds.
+#: Above this many entries a pass over them (a manifest's names, ids and layout: ~30 us an
+#: entry; a posted body's checks; a day listing's CRC lookups: ~1 us) runs in a worker
+#: thread (service/offloop.py), so a 200,000-entry selection cannot freeze the event loop
+#: for seconds; below it the thread hop (~0.1 ms) would cost more than it saves.
 MANIFEST_INLINE_ENTRIES = 2_000
 #: Above this many bytes a stored manifest is encoded or decoded, or a request body
 #: decoded, in a worker thread (~0.1 ms of CPU per 10 KiB: 256 KiB is a few ms).

@@ -7,7 +7,7 @@ hence `service/archive/jsonpieces.py`.
 
 A 200,000-entry build makes a few million objects that outlive the young generations. The
 collector answers with full collections, each a pass over every tracked object in the
-process while it holds the GIL (measured: up to ~450 ms on a loaded 2-core box), and a
+process while it holds the GIL (measured: up to ~0.5 s on a loaded 2-core box), and a
 collection started in the worker thread stops the event loop just the same. So while any
 such build runs, full collections are held off (the young generations, where nearly all
 garbage dies, are still collected), and when the last one ends everything alive is moved
@@ -64,12 +64,17 @@ def quiet_collector() -> Iterator[None]:
 
 
 async def off_loop(entries: int, work: Callable[[], T]) -> T:
-    """`work()`, in a worker thread when it is a pass over more than
-    `MANIFEST_INLINE_ENTRIES` entries (~1 us or more each: 200,000 of them would hold the
-    loop for a fifth of a second), under `quiet_collector` so that the millions of objects
-    it makes cannot set off a full collection that stops every thread."""
+    """`work()`, by `in_worker` when it is a pass over more than `MANIFEST_INLINE_ENTRIES`
+    entries (~1 us or more each: 200,000 of them would hold the loop for a fifth of a
+    second), else right here."""
     if entries <= MANIFEST_INLINE_ENTRIES:
         return work()
+    return await in_worker(work)
+
+
+async def in_worker(work: Callable[[], T]) -> T:
+    """`work()` in one of the passes' threads, under `quiet_collector` so that the millions
+    of objects it may make cannot set off a full collection that stops every thread."""
 
     def run() -> T:
         with quiet_collector():

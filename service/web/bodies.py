@@ -15,7 +15,7 @@ from starlette.requests import Request
 from service.archive import jsonpieces
 from service.constants import MANIFEST_INLINE_JSON_BYTES, MAX_JSON_DEPTH, MAX_POST_BODY_BYTES
 from service.exceptions import InvalidParameter, TooLarge
-from service.offloop import quiet_collector
+from service.offloop import in_worker
 
 T = TypeVar("T")
 
@@ -54,13 +54,12 @@ async def read_json(request: Request) -> Any:
     # collection meanwhile; the C decoder's own recursion limit bounds a deep body until
     # the decoded value's depth is checked.
     def work() -> Any:
-        with quiet_collector():
-            value = decode(body, jsonpieces.loads)
-            if jsonpieces.depth(value) > MAX_JSON_DEPTH:
-                raise _too_deep()
-            return value
+        value = decode(body, jsonpieces.loads)
+        if jsonpieces.depth(value) > MAX_JSON_DEPTH:
+            raise _too_deep()
+        return value
 
-    return await asyncio.to_thread(work)
+    return await in_worker(work)
 
 
 def _too_deep() -> InvalidParameter:
