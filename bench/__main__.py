@@ -19,13 +19,16 @@ Starts SeaweedFS in a temp dir and uploads the datasets, then, by part (`--only`
   the same service with them off (bench/identity.py);
 * ranges: a single Range on the live stream (no cache) with the object index cold and
   primed, against a full stream; what storage is asked for per range; `zipedge index`
-  throughput against the storage limit (bench/ranges.py).
+  throughput against the storage limit (bench/ranges.py);
 * load: 100 concurrent cold streams of different ranges, then of one range, through nginx,
   with one and two service processes, against the storage limit of the same GETs
   (bench/load.py);
 * soak: `--soak-seconds` (60, 20 with --quick; 600 for the real soak) of mixed traffic
   (streams, redirects, HEADs, ranges, jobs, abandoned downloads) through nginx, RSS,
-  descriptors and tasks over time (bench/soak.py).
+  descriptors and tasks over time (bench/soak.py);
+* loop: the event loop's largest pause while a posted archive of 20,000 and 100,000 keys and
+  a date range of 20,000 and 200,000 objects are resolved, in process over a synthetic
+  source (bench/loop.py; no SeaweedFS).
 
 Prints a table per part and writes var/bench/results.json. Exits non-zero only if the run
 broke (a process failed, or the service sent something other than a complete valid
@@ -54,7 +57,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import cached, ceiling, identity, jobs, load, profile, ranges, soak, uploads
+from bench import cached, ceiling, identity, jobs, load, loop, profile, ranges, soak, uploads
 from bench.dataset import Content, Dataset, standard_datasets, upload_dataset
 from bench.report import (
     Check,
@@ -78,7 +81,9 @@ from bench.stream import CLIENTS, BenchError, Client, StreamSession, archive_dir
 
 MiB = 1024 * 1024
 FALLBACK_PREFETCH_BYTES = 32 * MiB
-PARTS = ("streams", "redirects", "edge", "jobs", "uploads", "identity", "ranges", "load", "soak")
+PARTS = ("streams", "redirects", "edge", "jobs", "uploads", "identity", "ranges", "load", "soak", "loop")
+#: Parts that need no S3 server.
+LOCAL_PARTS = {"loop"}
 TTFB_MEANING = {
     "curl": "curl's time_starttransfer (request start -> first response byte; the service sends its "
     "headers once the selection is resolved)",
@@ -161,6 +166,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--delay-ms", type=float, default=10.0, help="one-way delay per direction (10 = 20 ms RTT)"
     )
+    p.add_argument("--loop-reps", type=int, default=2, help="loop: runs per case (the worst pause is kept)")
     p.add_argument("--seed", type=int, default=20250101, help="content seed")
     p.add_argument("--data-dir", type=Path, help="keep SeaweedFS data here and reuse it next run")
     p.add_argument(
@@ -408,6 +414,7 @@ class Results:
     ranges: ranges.RangesResult | None = None
     load: load.LoadResult | None = None
     soak: soak.SoakResult | None = None
+    loop: loop.LoopResult | None = None
 
     @property
     def broken(self) -> bool:
@@ -422,6 +429,7 @@ class Results:
             or (self.ranges is not None and self.ranges.error is not None)
             or (self.load is not None and bool(self.load.errors))
             or (self.soak is not None and (bool(self.soak.errors) or self.soak.error is not None))
+            or (self.loop is not None and self.loop.error is not None)
         )
 
 
@@ -522,6 +530,15 @@ async def measure_all(
     logs: Path,
 ) -> Results:
     res = Results()
+    if "loop" in args.only:
+        log("loop: the event loop's largest pause while large selections are resolved")
+        try:
+            res.loop = await loop.measure(reps=args.loop_reps, log=log)
+        except Exception as exc:
+            res.loop = loop.LoopResult(error=f"{type(exc).__name__}: {exc}")
+            log(f"loop FAILED:\n{traceback.format_exc()}")
+    if set(args.only) <= LOCAL_PARTS:
+        return res
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="zipedge-bench-")))
         wanted = wanted_datasets(args, datasets)
@@ -697,6 +714,8 @@ def report(
         part_checks = soak.checks(res.soak)
         all_checks += part_checks
         sections.append(soak.render(res.soak, part_checks))
+    if res.loop is not None:
+        sections.append(loop.render(res.loop, args.loop_reps))
     sections.append(
         f"load average at start {meta['load_avg_at_start'][0]:.2f}, at end {meta['load_avg_at_end'][0]:.2f} "
         f"on {meta['cpus']} CPUs; total {meta['elapsed_s']} s. Logs in {logs}."
@@ -729,6 +748,7 @@ async def run(args: argparse.Namespace) -> int:
         jobs=res.jobs,
         identity=res.identity.as_dict() if res.identity else None,
         ranges=res.ranges.as_dict() if res.ranges else None,
+        loop=res.loop.as_dict() if res.loop else None,
     )
     print(f"\nresults: {args.out}")
     return 1 if res.broken else 0

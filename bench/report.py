@@ -704,6 +704,7 @@ def write_json(
     jobs: JobsResult | None = None,
     identity: dict[str, Any] | None = None,
     ranges: dict[str, Any] | None = None,
+    loop: dict[str, Any] | None = None,
 ) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {
@@ -715,6 +716,7 @@ def write_json(
         "jobs": jobs.as_dict() if jobs else None,
         "identity": identity,
         "ranges": ranges,
+        "loop": loop,
         "targets": [c.as_dict() for c in all_checks],
     }
     path.write_text(json.dumps(doc, indent=2) + "\n")

@@ -6,13 +6,14 @@ import asyncio
 import contextlib
 import gc
 import logging
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
-from service.constants import EVENT_LOOP_STATS_S
+from service.constants import EVENT_LOOP_STATS_S, GIL_SWITCH_INTERVAL_S
 from service.downloads import Downloads
 from service.jobs.build import ArchiveBuilder
 from service.jobs.queue import JobQueue
@@ -102,6 +103,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 # Everything built so far (modules, clients) lives as long as the process: keep
                 # it out of full collections, whose pauses were the redirect latency's p99.
                 gc.freeze()
+                # The loop waits up to this long for the GIL each time it wakes while a
+                # worker thread builds a large manifest.
+                sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
                 watch = asyncio.create_task(watch_event_loop(EVENT_LOOP_STATS_S))
                 logger.info("zipedge serving %s", settings.source)
                 try:

@@ -76,11 +76,38 @@ MEMO_MAX_ENTRIES = 200_000
 #: Objects stat'ed at once when a posted archive names keys or URLs without sizes.
 STAT_CONCURRENCY = 16
 
-#: Above this many entries a manifest (names, id, layout: ~30 us an entry) is built in a
-#: worker thread, so a 200,000-entry selection cannot freeze the event loop for seconds.
+#: Above this many entries a pass over them (a manifest's names, ids and layout: ~30 us an
+#: entry; a posted body's checks; a day listing's CRC lookups: ~1 us) runs in a worker
+#: thread (service/offloop.py), so a 200,000-entry selection cannot freeze the event loop
+#: for seconds; below it the thread hop (~0.1 ms) would cost more than it saves.
 MANIFEST_INLINE_ENTRIES = 2_000
-#: Above this many bytes a stored manifest is encoded or decoded in a worker thread.
+#: Above this many bytes a stored manifest is encoded or decoded, or a request body
+#: decoded, in a worker thread (~0.1 ms of CPU per 10 KiB: 256 KiB is a few ms).
 MANIFEST_INLINE_JSON_BYTES = 256 * KiB
+#: Large JSON arrays are encoded and decoded this many items per C call
+#: (service/archive/jsonpieces.py): ~0.5 ms of GIL held each for manifest entries, where
+#: one call over 200,000 of them held it ~100 ms. The arrays and objects of the first
+#: `JSON_PIECES_DEPTH` levels are walked in Python, so a posted body
+#: ({"entries": [{...}, ...]}) is decoded an entry at a time.
+JSON_PIECE_ITEMS = 1_000
+JSON_PIECES_DEPTH = 2
+#: While a large manifest is built in a worker thread, the oldest generation's collection
+#: threshold is this (collections of the middle one: in effect never) so that no full
+#: collection, which holds the GIL for a pass over every object, stops the event loop
+#: (service/offloop.py).
+GC_HELD_OFF_THRESHOLD = 1 << 30
+#: Worker threads for those passes (service/offloop.py). The GIL runs one at a time
+#: anyway; each more thread wanting it is one more the loop may lose the GIL to when it
+#: wakes (16 day listings of a 200,000-object range each had their passes in the default
+#: pool's threads at once). Two, so that a small selection's pass need not wait behind
+#: all of a large one's.
+OFF_LOOP_THREADS = 2
+#: The interpreter's switch interval in a serving process (seconds; Python's default is
+#: 5 ms): how long the event loop, woken while a worker thread computes (a manifest, a
+#: large body), may wait before that thread must hand the GIL over. At 5 ms every wake-up
+#: of the loop during a build cost up to 5 ms; a shorter interval costs only more
+#: hand-overs between threads that both want to compute, which the loop rarely does.
+GIL_SWITCH_INTERVAL_S = 0.001
 
 # --- HTTP origins ------------------------------------------------------------------------
 

@@ -44,6 +44,7 @@ from service.constants import (
 from service.exceptions import DependencyUnavailable, UnknownArchive
 from service.identity import Caller
 from service.manifest_quota import LocalQuotaBooks, ManifestQuota
+from service.offloop import in_worker
 
 #: Redis key prefixes of stored manifests and of the layout each set of objects was served
 #: as; of the owners of posted ones, and of each client's stored archives (a sorted set of
@@ -98,7 +99,7 @@ async def _decode(blob: bytes, archive_id: str) -> Manifest:
     try:
         if len(blob) <= MANIFEST_INLINE_JSON_BYTES:
             return Manifest.from_json(blob)
-        return await asyncio.to_thread(Manifest.from_json, blob)
+        return await in_worker(lambda: Manifest.from_json(blob))
     except (ValueError, KeyError, TypeError):
         raise _unknown(archive_id) from None
 
@@ -106,7 +107,7 @@ async def _decode(blob: bytes, archive_id: str) -> Manifest:
 async def _encode(manifest: Manifest) -> bytes:
     if len(manifest.entries) <= MANIFEST_INLINE_JSON_BYTES // 256:
         return manifest.to_json()
-    return await asyncio.to_thread(manifest.to_json)
+    return await in_worker(manifest.to_json)
 
 
 def _write_atomically(path: Path, blob: bytes) -> None:

@@ -24,7 +24,6 @@ from service.archive.manifest import Candidate, Kind, Manifest, build_manifest
 from service.archive.names import validate_key
 from service.archive.selection import DateRange
 from service.constants import (
-    MANIFEST_INLINE_ENTRIES,
     MAX_POSTED_ENTRIES,
     MEMO_MAX_ENTRIES,
     MEMO_MAX_MANIFESTS,
@@ -34,6 +33,7 @@ from service.constants import (
 from service.exceptions import HostNotAllowed, InvalidParameter, NothingSelected, TooLarge
 from service.index import Known
 from service.listing import Listings, day_of_key, learn
+from service.offloop import off_loop
 from service.sources.base import ObjectInfo, Reader, Source
 from service.sources.urlguard import validate_url
 
@@ -82,17 +82,23 @@ DayObjects = tuple[tuple[ObjectInfo, ...], ...]
 
 
 async def build_off_loop(candidates: Sequence[Candidate], *, source: str, filename: str) -> Manifest:
-    """`build_manifest`, with its id and layout computed too; in a worker thread when
+    """`build_manifest`, with its ids and layout computed too; in a worker thread when
     large (the thread holds the GIL only in slices, so the loop keeps serving)."""
+    return await off_loop(len(candidates), lambda: _built(candidates, source=source, filename=filename))
 
-    def build() -> Manifest:
-        manifest = build_manifest(candidates, source=source, filename=filename)
-        _ = manifest.archive_id, manifest.layout  # computed here, not on the loop
-        return manifest
 
-    if len(candidates) <= MANIFEST_INLINE_ENTRIES:
-        return build()
-    return await asyncio.to_thread(build)
+def _built(candidates: Sequence[Candidate], *, source: str, filename: str) -> Manifest:
+    manifest = build_manifest(candidates, source=source, filename=filename)
+    # Computed here, not later on the loop: each is a pass over every entry (the objects id
+    # decides a deferred HEAD's job id and the cache lookup; the headers give the newest mtime).
+    _ = (
+        manifest.archive_id,
+        manifest.objects_id,
+        manifest.layout,
+        manifest.last_modified,
+        manifest.content_bytes,
+    )
+    return manifest
 
 
 class _ManifestMemo:
@@ -160,19 +166,26 @@ class Resolver:
             listings = tuple(await self._listings.list_days(prefixes))
         filename = selection.filename()
         if not self._listings.stable:
-            return await self._build(selection, [info for day in listings for info in day])
+            return await self._build(selection, listings)
         manifest = self._memo.get(filename, listings)
         if manifest is None:
-            manifest = await self._build(selection, [info for day in listings for info in day])
+            manifest = await self._build(selection, listings)
             self._memo.put(filename, listings, manifest)
         return manifest
 
-    async def _build(self, selection: DateRange, objects: list[ObjectInfo]) -> Manifest:
-        if not objects:
+    async def _build(self, selection: DateRange, listings: DayObjects) -> Manifest:
+        count = sum(map(len, listings))
+        if not count:
             raise NothingSelected(f"no objects between {selection.start} and {selection.end}")
-        self._limits.check(len(objects), sum(o.size for o in objects))
-        candidates = [Candidate("key", o.key, o.key, o.size, o.etag, o.mtime, o.crc32) for o in objects]
-        return await build_off_loop(candidates, source=self._source_id, filename=selection.filename())
+        filename = selection.filename()
+
+        def build() -> Manifest:
+            objects = [info for day in listings for info in day]
+            self._limits.check(len(objects), sum(o.size for o in objects))
+            candidates = [Candidate("key", o.key, o.key, o.size, o.etag, o.mtime, o.crc32) for o in objects]
+            return _built(candidates, source=self._source_id, filename=filename)
+
+        return await off_loop(count, build)
 
     async def posted(self, body: Any) -> Manifest:
         """A `POST /v1/archives` body: {"name": ..., "entries": [{"key"|"url", "name"?}]}."""
@@ -189,20 +202,29 @@ class Resolver:
         if not filename.lower().endswith(".zip"):
             filename += ".zip"
 
-        refs = await self._parse_entries(raw_entries)
-        # Each distinct object is looked up once, however often it is named.
-        distinct = list(dict.fromkeys((kind, ref) for kind, ref, _ in refs))
-        found = await self._from_listings([ref for kind, ref in distinct if kind == "key"])
-        missing = [item for item in distinct if item not in found]
+        def parse() -> tuple[list[tuple[Kind, str, str]], list[tuple[Kind, str]], dict[str, list[str]]]:
+            # Key and URL checks cost ~5-20 us an entry.
+            refs = [self._parse_entry(position, item) for position, item in enumerate(raw_entries)]
+            # Each distinct object is looked up once, however often it is named.
+            distinct = list(dict.fromkeys((kind, ref) for kind, ref, _ in refs))
+            return refs, distinct, _by_day([ref for kind, ref in distinct if kind == "key"])
+
+        refs, distinct, by_day = await off_loop(len(raw_entries), parse)
+        found = await self._from_listings(by_day)
+        missing = await off_loop(len(distinct), lambda: [item for item in distinct if item not in found])
         found.update(zip(missing, await _bounded_map(missing, self._stat, STAT_CONCURRENCY), strict=True))
         await self._learn_stored_crcs([found[item] for item in missing if item[0] == "key"])
-        infos = [found[kind, ref] for kind, ref, _ in refs]
-        self._limits.check(len(infos), sum(i.size for i in infos))
-        candidates = [
-            Candidate(kind, ref, name, info.size, info.etag, info.mtime, info.crc32)
-            for (kind, ref, name), info in zip(refs, infos, strict=True)
-        ]
-        return await build_off_loop(candidates, source=self._source_id, filename=filename)
+
+        def build() -> Manifest:
+            infos = [found[kind, ref] for kind, ref, _ in refs]
+            self._limits.check(len(infos), sum(i.size for i in infos))
+            candidates = [
+                Candidate(kind, ref, name, info.size, info.etag, info.mtime, info.crc32)
+                for (kind, ref, name), info in zip(refs, infos, strict=True)
+            ]
+            return _built(candidates, source=self._source_id, filename=filename)
+
+        return await off_loop(len(refs), build)
 
     async def _learn_stored_crcs(self, stats: list[ObjectInfo]) -> None:
         """The full-object CRC-32s storage gave with the keys' HEADs go into the object
@@ -220,33 +242,26 @@ class Resolver:
             [fact for fact, crc in zip(facts, known, strict=True) if crc != fact.crc32],
         )
 
-    async def _parse_entries(self, raw_entries: list[Any]) -> list[tuple[Kind, str, str]]:
-        def parse() -> list[tuple[Kind, str, str]]:
-            return [self._parse_entry(position, item) for position, item in enumerate(raw_entries)]
-
-        # Key and URL checks cost ~5-20 us an entry: off the loop for a large post.
-        return parse() if len(raw_entries) <= MANIFEST_INLINE_ENTRIES else await asyncio.to_thread(parse)
-
-    async def _from_listings(self, keys: list[str]) -> dict[tuple[Kind, str], ObjectInfo]:
+    async def _from_listings(self, by_day: dict[str, list[str]]) -> dict[tuple[Kind, str], ObjectInfo]:
         """The keys found in the listings of days that hold at least
         `POSTED_DAY_LISTING_MIN_KEYS` of them (one cached listing instead of many HEADs).
         A key its day's listing lacks (too new for it, or never there) is left to a HEAD."""
-        by_day: dict[str, list[str]] = {}
-        for key in keys:
-            if day_of_key(key) is not None:
-                by_day.setdefault(key[:11], []).append(key)
         prefixes = [prefix for prefix, named in by_day.items() if len(named) >= POSTED_DAY_LISTING_MIN_KEYS]
         if not prefixes:
             return {}
-        wanted = {key for prefix in prefixes for key in by_day[prefix]}
-        found: dict[tuple[Kind, str], ObjectInfo] = {}
         with tracing.span("listing", {"zipedge.days": len(prefixes)}):
             listings = await self._listings.list_days(prefixes)
-        for listing in listings:
-            for info in listing:
-                if info.key in wanted:
-                    found["key", info.key] = info
-        return found
+
+        def match() -> dict[tuple[Kind, str], ObjectInfo]:
+            wanted = {key for prefix in prefixes for key in by_day[prefix]}
+            found: dict[tuple[Kind, str], ObjectInfo] = {}
+            for listing in listings:
+                for info in listing:
+                    if info.key in wanted:
+                        found["key", info.key] = info
+            return found
+
+        return await off_loop(sum(map(len, listings)), match)
 
     def _parse_entry(self, position: int, item: Any) -> tuple[Kind, str, str]:
         where = f"entries[{position}]"
@@ -277,6 +292,15 @@ class Resolver:
             return await self._source.stat(value)
         assert self._origin is not None
         return await self._origin.stat(value)
+
+
+def _by_day(keys: list[str]) -> dict[str, list[str]]:
+    """Keys by the day prefix they are under (`2025/01/05/`); keys under no day are left out."""
+    by_day: dict[str, list[str]] = {}
+    for key in keys:
+        if day_of_key(key) is not None:
+            by_day.setdefault(key[:11], []).append(key)
+    return by_day
 
 
 def _url_name(url: str) -> str:

@@ -18,6 +18,7 @@ from service.exceptions import DependencyUnavailable
 from service.index import Known, ObjectIndex
 from service.index.memory import MemoryObjectIndex
 from service.listing.keys import day_of_key
+from service.offloop import off_loop
 from service.sources.base import ObjectInfo, Source
 
 logger = logging.getLogger(__name__)
@@ -29,15 +30,25 @@ async def list_with_crcs(
     """One prefix's objects, each with the CRC-32 the index knows for it (one batched
     lookup): what lets an archive of them carry every CRC in its local headers."""
     objects = await source.list(prefix)
-    unknown = [i for i, o in enumerate(objects) if o.crc32 is None]
+
+    def unknown_of() -> list[int]:
+        return [i for i, o in enumerate(objects) if o.crc32 is None]
+
+    # A busy day holds 10,000 objects or more: each pass over them leaves the loop.
+    unknown = await off_loop(len(objects), unknown_of)
     if not unknown:
         return tuple(objects)
-    crcs = await index.lookup(source_id, [(objects[i].key, objects[i].etag) for i in unknown])
-    for i, crc in zip(unknown, crcs, strict=True):
-        if crc is not None:
-            o = objects[i]
-            objects[i] = ObjectInfo(o.key, o.size, o.etag, o.mtime, crc)
-    return tuple(objects)
+    named = await off_loop(len(unknown), lambda: [(objects[i].key, objects[i].etag) for i in unknown])
+    crcs = await index.lookup(source_id, named)
+
+    def with_crcs() -> tuple[ObjectInfo, ...]:
+        for i, crc in zip(unknown, crcs, strict=True):
+            if crc is not None:
+                o = objects[i]
+                objects[i] = ObjectInfo(o.key, o.size, o.etag, o.mtime, crc)
+        return tuple(objects)
+
+    return await off_loop(len(unknown), with_crcs)
 
 
 class Listings(Protocol):
