@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from email.utils import formatdate
 from pathlib import Path
@@ -92,14 +92,12 @@ def etag_of(archive_id: str) -> str:
     return f'"{archive_id}"'
 
 
-def none_match(header: str, etags: set[str]) -> str | None:
-    """The ETag of `etags` an `If-None-Match` names (`*` names any). The comparison is
-    weak (RFC 9110 §13.1.2): `W/"id"` names `"id"`, as a proxy that weakened it meant."""
+def none_match(header: str, etags: Sequence[str]) -> str | None:
+    """The first of `etags` (the one the answer carries first) an `If-None-Match` names;
+    `*` names any. The comparison is weak (RFC 9110 §13.1.2): `W/"id"` names `"id"`, as a
+    proxy that weakened it meant."""
     wanted = {tag.strip().removeprefix("W/") for tag in header.split(",")}
-    if "*" in wanted and etags:
-        return next(iter(etags))
-    found = wanted & etags
-    return next(iter(found)) if found else None
+    return next((etag for etag in etags if "*" in wanted or etag in wanted), None)
 
 
 class Downloads:
@@ -267,7 +265,7 @@ class Downloads:
         """The ETag of `If-None-Match` that still names these objects' bytes: the current
         layout, the cached one, or the one this selection was served as (the same
         objects, laid out before more CRCs were known)."""
-        found = none_match(header, {etag, etag_of(manifest.archive_id)})
+        found = none_match(header, (etag, etag_of(manifest.archive_id)))
         if found is not None:
             return found
         try:
@@ -275,7 +273,7 @@ class Downloads:
         except DependencyUnavailable:
             return None
         served_id = record.archive_id if record else None
-        if served_id is None or none_match(header, {etag_of(served_id)}) is None:
+        if served_id is None or none_match(header, (etag_of(served_id),)) is None:
             return None
         layout = await self._load(served_id)
         return etag_of(served_id) if layout is not None and layout.objects_id == manifest.objects_id else None

@@ -138,7 +138,7 @@ async def cached_archive(request: Request) -> Response:
     }
     # The same matching as /v1/zip: a client that had either answer revalidates either way.
     unmodified = request.headers.get("if-none-match")
-    if unmodified is not None and none_match(unmodified, {headers["ETag"]}) is not None:
+    if unmodified is not None and none_match(unmodified, (headers["ETag"],)) is not None:
         return Response(status_code=304, headers={"ETag": headers["ETag"]})
     return _cached_file(path, headers)
 
