@@ -285,6 +285,15 @@ def crc32_header(crc32: int) -> str:
     return base64.b64encode(crc32.to_bytes(4, "big")).decode("ascii")
 
 
+def put_headers(*, size: int, content_type: str, crc32: int | None) -> dict[str, str]:
+    """What an upload's PUT must carry: its length, its type, its CRC-32 when declared,
+    and `If-None-Match: *` (the key must not exist yet)."""
+    sent = {"Content-Length": str(size), "Content-Type": content_type, "If-None-Match": "*"}
+    if crc32 is not None:
+        sent["x-amz-checksum-crc32"] = crc32_header(crc32)
+    return sent
+
+
 def presign_put(
     *,
     origin: str,
@@ -307,9 +316,7 @@ def presign_put(
         raise ValueError(f"expiry must be within 1..{MAX_EXPIRES_S} s")
     if size < 0:
         raise ValueError("size must not be negative")
-    sent = {"Content-Length": str(size), "Content-Type": content_type, "If-None-Match": "*"}
-    if crc32 is not None:
-        sent["x-amz-checksum-crc32"] = crc32_header(crc32)
+    sent = put_headers(size=size, content_type=content_type, crc32=crc32)
     signed_at = time.time() if now is None else now
     url = _presigned_url(
         "PUT",

@@ -114,23 +114,16 @@ class Uploads:
             created_at=now,
             expires_at=float(expires),
         )
-        if self.staging.direct:
-            put = await self.staging.presign(
-                upload_id,
-                size=request.size,
-                content_type=request.content_type,
-                crc32=request.crc32,
-                expires_s=settings.upload_ttl_s,
-            )
-            url, headers = put.url, put.headers
-        else:
-            url = body_url(upload_id, expires)
-            headers = {"Content-Length": str(request.size), "Content-Type": request.content_type}
-            headers["If-None-Match"] = "*"
-            if request.crc32 is not None:
-                headers["x-amz-checksum-crc32"] = crc32_header(request.crc32)
+        put = await self.staging.presign(
+            upload_id,
+            size=request.size,
+            content_type=request.content_type,
+            crc32=request.crc32,
+            expires_s=settings.upload_ttl_s,
+            body_url=body_url(upload_id, expires),
+        )
         await self.pending.put(record)
-        return Ticket(record, url, headers)
+        return Ticket(record, put.url, put.headers)
 
     # --- reading -----------------------------------------------------------------------------
 

@@ -42,14 +42,12 @@ class Placed:
 
 
 class Staging(Protocol):
-    #: True: clients PUT bodies to storage itself (`presign`); False: to the service,
-    #: which hands them to `receive`.
-    direct: bool
-
     async def presign(
-        self, key: str, *, size: int, content_type: str, crc32: int | None, expires_s: int
+        self, key: str, *, size: int, content_type: str, crc32: int | None, expires_s: int, body_url: str
     ) -> PresignedPut:
-        """A PUT of `key` bound to size, type, CRC-32 and `If-None-Match: *`."""
+        """Where and how the client PUTs the body of `key`, bound to size, type, CRC-32 and
+        `If-None-Match: *`: storage's own presigned URL, or `body_url` (the service's signed
+        `PUT …/body`, which hands the body to `receive`) for a staging that has none."""
         ...
 
     async def receive(self, key: str, body: AsyncIterator[bytes], *, size: int, crc32: int | None) -> int:

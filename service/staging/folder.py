@@ -28,14 +28,12 @@ from service.exceptions import (
     UploadIncomplete,
     UploadMismatch,
 )
-from service.sigv4 import PresignedPut
+from service.sigv4 import PresignedPut, put_headers
 from service.sources.folder import FolderSource
 from service.staging.base import Placed, Staged, crc32
 
 
 class FolderStaging:
-    direct = False
-
     def __init__(self, root: Path, source: FolderSource) -> None:
         self.root = root
         self.source = source
@@ -46,9 +44,10 @@ class FolderStaging:
         return self.root / key
 
     async def presign(
-        self, key: str, *, size: int, content_type: str, crc32: int | None, expires_s: int
+        self, key: str, *, size: int, content_type: str, crc32: int | None, expires_s: int, body_url: str
     ) -> PresignedPut:
-        raise NotImplementedError("folder staging receives bodies through the service")
+        # A folder has no URL of its own: bodies come through the service.
+        return PresignedPut(body_url, put_headers(size=size, content_type=content_type, crc32=crc32))
 
     async def receive(self, key: str, body: AsyncIterator[bytes], *, size: int, crc32: int | None) -> int:
         final = self._path(key)

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from service.exceptions import UploadExists, UploadIncomplete, UploadMismatch
-from service.sigv4 import PresignedPut
+from service.sigv4 import PresignedPut, put_headers
 from service.sources.memory import MemorySource
 from service.staging.base import Placed, Staged, crc32
 
@@ -14,16 +14,20 @@ from service.staging.base import Placed, Staged, crc32
 @dataclass
 class MemoryStaging:
     source: MemorySource
+    #: True: like S3 (clients PUT to storage, which keeps a CRC); False: like a folder
     direct: bool = True
     bodies: dict[str, tuple[bytes, str]] = field(default_factory=dict)
     #: final key -> the upload that filed it
     owners: dict[str, str] = field(default_factory=dict)
 
     async def presign(
-        self, key: str, *, size: int, content_type: str, crc32: int | None, expires_s: int
+        self, key: str, *, size: int, content_type: str, crc32: int | None, expires_s: int, body_url: str
     ) -> PresignedPut:
-        headers = {"Content-Length": str(size), "Content-Type": content_type, "If-None-Match": "*"}
-        return PresignedPut(url=f"memory://staging/{key}", headers=headers)
+        if self.direct:  # no signature to bind a CRC into: the twin's storage checks none
+            return PresignedPut(
+                f"memory://staging/{key}", put_headers(size=size, content_type=content_type, crc32=None)
+            )
+        return PresignedPut(body_url, put_headers(size=size, content_type=content_type, crc32=crc32))
 
     def stage(self, key: str, body: bytes, content_type: str) -> None:
         """What a client's PUT does (tests call it)."""

@@ -16,7 +16,13 @@ from datetime import UTC, datetime
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from service.exceptions import DependencyUnavailable, SourceError, SourceUnavailable, ZipedgeError
+from service.exceptions import (
+    BadUploadLink,
+    DependencyUnavailable,
+    SourceError,
+    SourceUnavailable,
+    ZipedgeError,
+)
 from service.s3.client import S3
 from service.s3.errors import TRANSPORT_ERRORS, S3Error, classify_client_error, describe
 from service.sigv4 import PresignedPut, presign_put
@@ -43,8 +49,6 @@ def _missing(exc: ClientError) -> bool:
 
 
 class S3Staging:
-    direct = True
-
     def __init__(
         self,
         s3: S3,
@@ -66,7 +70,7 @@ class S3Staging:
         self._path_style = bool(endpoint)
 
     async def presign(
-        self, key: str, *, size: int, content_type: str, crc32: int | None, expires_s: int
+        self, key: str, *, size: int, content_type: str, crc32: int | None, expires_s: int, body_url: str
     ) -> PresignedPut:
         return presign_put(
             origin=self._origin,
@@ -82,7 +86,8 @@ class S3Staging:
         )
 
     async def receive(self, key: str, body: AsyncIterator[bytes], *, size: int, crc32: int | None) -> int:
-        raise NotImplementedError("S3 staging receives bodies through presigned PUTs")
+        # Never handed out a body URL for this staging, so no signature admits one here.
+        raise BadUploadLink("uploads go straight to storage: PUT to the URL the upload was given")
 
     async def head(self, key: str) -> Staged | None:
         try:
