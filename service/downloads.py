@@ -284,10 +284,12 @@ class Downloads:
         """Remember `manifest` as what this client was served, and (`everyone`: a whole
         archive, the current layout) as what the selection was; a part cut from a client's
         older layout must not make the selection look as if it switched back."""
-        keys = (selection, _for_client(selection, caller)) if everyone else (_for_client(selection, caller),)
+        mine = _for_client(selection, caller)
         try:
-            for key in keys:
-                await self._runtime.manifests.serve(key, manifest)
+            if everyone:
+                await self._runtime.manifests.serve(mine, manifest, selection)
+            else:
+                await self._runtime.manifests.serve(mine, manifest)
         except DependencyUnavailable as exc:
             # The stream is fine; only a later resume may get the whole archive again.
             logger.warning("could not remember the layout served: %s", exc.message)

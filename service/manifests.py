@@ -70,9 +70,10 @@ class ManifestStore(Protocol):
         """The manifest, or `UnknownArchive`."""
         ...
 
-    async def serve(self, selection: str, manifest: Manifest) -> None:
+    async def serve(self, selection: str, manifest: Manifest, *also: str) -> None:
         """A live stream is sending `manifest` for `selection` (a stable key of what was
-        asked for): keep it, and remember it as that selection's layout."""
+        asked for): keep it, and remember it as that selection's layout, and as the layout
+        of each of `also` (the manifest is stored once)."""
         ...
 
     async def served(self, selection: str) -> ServedLayout | None:
@@ -210,7 +211,7 @@ class FolderManifestStore:
             raise DependencyUnavailable(f"manifest folder: {exc.strerror}") from exc
         return await _decode(blob, archive_id)
 
-    async def serve(self, selection: str, manifest: Manifest) -> None:
+    async def serve(self, selection: str, manifest: Manifest, *also: str) -> None:
         blob = await _encode(manifest)
 
         def write() -> None:
@@ -220,13 +221,15 @@ class FolderManifestStore:
             else:
                 _write_atomically(layout, blob)
             with self._served_lock:  # read, then write: one serve at a time
-                path = self._served_path(selection)
                 now = time.time()
-                before = self._served_sync(path, now)
-                record = (
-                    before.after(manifest.archive_id, now) if before else ServedLayout(manifest.archive_id)
-                )
-                _write_atomically(path, record.encode().encode())
+                for path in map(self._served_path, (selection, *also)):
+                    before = self._served_sync(path, now)
+                    record = (
+                        before.after(manifest.archive_id, now)
+                        if before
+                        else ServedLayout(manifest.archive_id)
+                    )
+                    _write_atomically(path, record.encode().encode())
             self._prune()
 
         with _io_errors("manifest folder"):
@@ -293,20 +296,22 @@ return 0
 """
 
 
-#: Record the layout a selection is served as (`ServedLayout.encode`), in one step so
+#: Record the layout each of KEYS is served as (`ServedLayout.encode`), in one step so
 #: that processes serving it at once cannot lose a switch: ARGV = archive id, TTL (s), now.
 _SERVE = """
-local before = redis.call('GET', KEYS[1])
-local value = ARGV[1]
-if before then
-    local current, switched = string.match(before, '^(%S+) ?(%S*)$')
-    if current ~= ARGV[1] then
-        value = ARGV[1] .. ' ' .. ARGV[3]
-    elseif switched and switched ~= '' then
-        value = ARGV[1] .. ' ' .. switched
+for _, key in ipairs(KEYS) do
+    local before = redis.call('GET', key)
+    local value = ARGV[1]
+    if before then
+        local current, switched = string.match(before, '^(%S+) ?(%S*)$')
+        if current ~= ARGV[1] then
+            value = ARGV[1] .. ' ' .. ARGV[3]
+        elseif switched and switched ~= '' then
+            value = ARGV[1] .. ' ' .. switched
+        end
     end
+    redis.call('SET', key, value, 'EX', ARGV[2])
 end
-redis.call('SET', KEYS[1], value, 'EX', ARGV[2])
 return 1
 """
 
@@ -351,7 +356,7 @@ class RedisManifestStore:
             raise _unknown(archive_id)
         return await _decode(blob if isinstance(blob, bytes) else blob.encode(), archive_id)
 
-    async def serve(self, selection: str, manifest: Manifest) -> None:
+    async def serve(self, selection: str, manifest: Manifest, *also: str) -> None:
         key = REDIS_PREFIX + manifest.archive_id
         with _redis_errors():
             # A posted manifest keeps its own, longer lifetime (never shortened here).
@@ -360,7 +365,7 @@ class RedisManifestStore:
             ) and not await self._redis.exists(key):
                 await self._redis.set(key, await _encode(manifest), ex=SERVED_LAYOUT_TTL_S, nx=True)
             await self._serve(
-                keys=[REDIS_SERVED_PREFIX + _selection_id(selection)],
+                keys=[REDIS_SERVED_PREFIX + _selection_id(name) for name in (selection, *also)],
                 args=[manifest.archive_id, SERVED_LAYOUT_TTL_S, f"{time.time():.3f}"],
             )
 
