@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from service import __version__, constants, tracing
+from service import __version__, constants, eventloop, tracing
 from service.exceptions import ConfigError, RequestError
 from service.logs import configure as configure_logging
 from service.logs import uvicorn_log_config
@@ -159,7 +159,6 @@ def _stack(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    import asyncio
 
     from service.jobs.saq_queue import run_worker
 
@@ -172,7 +171,7 @@ def _worker(args: argparse.Namespace) -> int:
     keep_freed_memory()
     tracing.setup(settings.otel_endpoint, settings.otel_service_name)
     try:
-        asyncio.run(
+        eventloop.run(
             run_worker(settings, concurrency=concurrency, burst=args.burst, metrics_port=args.metrics_port)
         )
     finally:
@@ -181,7 +180,6 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _janitor(args: argparse.Namespace) -> int:
-    import asyncio
 
     from service.janitor import run_janitor
     from service.runtime import open_runtime
@@ -191,7 +189,7 @@ def _janitor(args: argparse.Namespace) -> int:
         async with open_runtime(Settings.from_env()) as runtime:
             return await run_janitor(runtime, uploads_of(runtime))
 
-    lines = asyncio.run(sweep())
+    lines = eventloop.run(sweep())
     for line in lines:
         print(f"zipedge janitor: {line}")
     print(f"zipedge janitor: done, {len(lines)} thing{'' if len(lines) == 1 else 's'} removed or reported")
@@ -199,7 +197,6 @@ def _janitor(args: argparse.Namespace) -> int:
 
 
 def _index(args: argparse.Namespace) -> int:
-    import asyncio
 
     from service.archive.selection import parse_date_range
     from service.indexer import index_days
@@ -223,7 +220,7 @@ def _index(args: argparse.Namespace) -> int:
         )
         return 1 if report.failed else 0
 
-    return asyncio.run(run())
+    return eventloop.run(run())
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
