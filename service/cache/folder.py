@@ -15,12 +15,14 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 from service.cache.base import CachedArchive, CacheEntry, CacheWriter, settle
 from service.constants import CACHE_FOLDER_WRITE_BYTES, CACHE_PARTS_IN_FLIGHT
 from service.exceptions import CacheWriteFailed, DependencyUnavailable
+
+#: Pieces one writev may take (POSIX guarantees 16; Linux takes 1,024).
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16
 
 
 class FolderCacheWriter:
@@ -30,25 +32,27 @@ class FolderCacheWriter:
         self._record = directory / f"{entry.objects_id}.json"
         self._entry = entry
         self._written = 0
-        self._buffer = bytearray()
-        self._handle: Any = None
+        # The chunks since the last write, handed to writev as they are: gathering them
+        # into one buffer first copied every byte twice (a fifth of a job's CPU).
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._fd = -1
         self._tmp = ""
         self._done = False
 
     async def start(self) -> None:
-        def open_tmp() -> tuple[Any, str]:
+        def open_tmp() -> tuple[int, str]:
             self._directory.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self._directory, prefix=".partial-", suffix=".zip")
-            return os.fdopen(fd, "wb"), tmp
+            return tempfile.mkstemp(dir=self._directory, prefix=".partial-", suffix=".zip")
 
         opening = asyncio.ensure_future(asyncio.to_thread(open_tmp))
         try:
-            self._handle, self._tmp = await asyncio.shield(opening)
+            self._fd, self._tmp = await asyncio.shield(opening)
         except asyncio.CancelledError:
             await asyncio.wait([opening])
             if not opening.cancelled() and opening.exception() is None:
-                handle, tmp = opening.result()
-                handle.close()
+                fd, tmp = opening.result()
+                os.close(fd)
                 os.unlink(tmp)
             raise
         except OSError as exc:
@@ -58,12 +62,12 @@ class FolderCacheWriter:
         self._written += len(chunk)
         if self._written > self._entry.size:
             raise CacheWriteFailed(f"more than the promised {self._entry.size} bytes")
-        self._buffer += chunk
-        if len(self._buffer) >= CACHE_FOLDER_WRITE_BYTES:
-            data = bytes(self._buffer)
-            self._buffer.clear()
+        self._pending.append(chunk)
+        self._pending_bytes += len(chunk)
+        if self._pending_bytes >= CACHE_FOLDER_WRITE_BYTES:
+            pieces, self._pending, self._pending_bytes = self._pending, [], 0
             try:
-                await asyncio.to_thread(self._handle.write, data)
+                await asyncio.to_thread(write_all, self._fd, pieces)
             except OSError as exc:
                 raise CacheWriteFailed(f"cache folder: {exc.strerror}") from exc
 
@@ -73,10 +77,10 @@ class FolderCacheWriter:
                 raise CacheWriteFailed(f"wrote {self._written} bytes, promised {self._entry.size}")
 
             def publish() -> bool:
-                self._handle.write(self._buffer)
-                self._handle.flush()
-                os.fsync(self._handle.fileno())
-                self._handle.close()
+                write_all(self._fd, self._pending)
+                os.fsync(self._fd)
+                os.close(self._fd)
+                self._fd = -1
                 mtime = self._entry.last_modified
                 os.utime(self._tmp, (mtime, mtime))
                 if not self._final.exists():
@@ -105,12 +109,28 @@ class FolderCacheWriter:
         self._done = True
 
         def discard() -> None:
-            with contextlib.suppress(OSError):
-                self._handle.close()
+            if self._fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(self._fd)
+                self._fd = -1
             with contextlib.suppress(OSError):
                 os.unlink(self._tmp)
 
         await settle(asyncio.to_thread(discard))
+
+
+def write_all(fd: int, pieces: list[bytes]) -> None:
+    """Every piece to `fd`, in order, in as few system calls as writev takes them."""
+    views = [memoryview(piece) for piece in pieces if piece]
+    while views:
+        written = os.writev(fd, views[:_IOV_MAX])
+        done = 0
+        while done < len(views) and written >= len(views[done]):
+            written -= len(views[done])
+            done += 1
+        del views[:done]
+        if written:  # a short write ended inside this piece
+            views[0] = views[0][written:]
 
 
 def _write_record(path: Path, entry: CacheEntry) -> None:

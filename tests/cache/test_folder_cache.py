@@ -263,3 +263,38 @@ def test_curl_resumes_a_cached_archive(tmp_path: Path, route: str) -> None:
     assert done.returncode == 0, done.stderr
     assert hashlib.sha256(out.read_bytes()).hexdigest() == hashlib.sha256(first.content).hexdigest()
     check_archive(out, {k: sha256(files[k]) for k in sorted(files)})
+
+
+def test_write_all_writes_every_piece_in_order_through_short_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The folder writer hands its chunks to writev as they are: more pieces than one call
+    takes, empty ones, and writes the kernel cuts short (caused here by a writev that
+    takes at most 1,000 bytes; a full disk or a signal does it for real) all land whole."""
+    from service.cache import folder
+
+    pieces = [os.urandom(n) for n in (0, 1, 999, 4096, 0, 70_000)] * 400  # > IOV_MAX pieces
+    real = os.writev
+    calls = 0
+
+    def short_writev(fd: int, buffers: list[memoryview]) -> int:
+        nonlocal calls
+        calls += 1
+        taken, size = [], 0
+        for buffer in buffers:
+            taken.append(buffer[: 1000 - size])
+            size += len(taken[-1])
+            if size >= 1000:
+                break
+        return real(fd, taken)
+
+    path = tmp_path / "out.bin"
+    with open(path, "wb") as handle:
+        folder.write_all(handle.fileno(), pieces)
+    assert path.read_bytes() == b"".join(pieces)
+
+    monkeypatch.setattr(folder.os, "writev", short_writev)
+    with open(path, "wb") as handle:
+        folder.write_all(handle.fileno(), pieces)
+    assert path.read_bytes() == b"".join(pieces)
+    assert calls >= sum(map(len, pieces)) // 1000
