@@ -113,3 +113,19 @@ def test_results_json_has_every_new_figure(tmp_path: Path) -> None:
     assert r["python_client_best"]["client"] == "aioboto3"
     assert r["zipedge"]["runs"][0]["cpu_s"] == {"service": 0.25, "seaweedfs": 0.45}
     assert any(t["target"].startswith("zipedge >= 0.9 x storage limit") for t in doc["targets"])
+
+
+def test_the_folder_job_is_the_median_of_its_runs_against_the_stream() -> None:
+    from bench.jobs import JobsResult, JobTiming
+    from bench.report import jobs_checks
+
+    res = JobsResult("5000 × 200 KiB", 5000, OBJECT_BYTES)
+    res.stream = StreamSummary([StreamRun(received=ARCHIVE_BYTES, total_s=s) for s in (2.0, 2.5, 3.0)])
+    for seconds, workers in ((3.4, 2.1), (2.9, 1.8), (3.1, 1.9)):
+        res.folder_runs.append((JobTiming("j", "range", seconds=seconds), {"workers": workers}))
+    assert res.folder is not None and res.folder.seconds == 3.1
+    assert res.folder_cpu_s == {"workers": 1.9}
+    [check] = [c for c in jobs_checks(res) if "folder" in c.where]
+    assert check.passed is True  # 3.1 / 2.5 = 1.24
+    assert "1.24x" in check.measured and "median of 3.40 / 2.90 / 3.10 s" in check.measured
+    assert res.as_dict()["folder_job_runs_s"] == [3.4, 2.9, 3.1]
