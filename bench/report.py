@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,6 +111,31 @@ class Row:
     def service_ms_per_object(self) -> float | None:
         return self.stream_ms_per_object("service")
 
+    @property
+    def receiver_ms_per_object(self) -> float | None:
+        """The stream client's CPU per object (the curl that receives the archive)."""
+        if self.stream is None or not self.stream.runs:
+            return None
+        return ms_per_object(statistics.median(r.client_cpu_s for r in self.stream.runs), self.objects)
+
+    def cpu_budget(self) -> tuple[float, float, float] | None:
+        """Where every process shares the same saturated cores (loopback here), what the
+        CPU per object allows: (the storage limit's cost, ms per object: curl + SeaweedFS;
+        zipedge's: service + SeaweedFS + the receiving client; the x storage limit of a
+        zipper that cost only what curl costs to fetch, its bytes sent for free)."""
+        limit = self.limit
+        if limit is None:
+            return None
+        curl, weed_limit = limit.cpu_ms_per_object, limit.server_ms_per_object("seaweedfs")
+        service, weed = self.service_ms_per_object, self.stream_ms_per_object("seaweedfs")
+        receiver = self.receiver_ms_per_object
+        if None in (curl, weed_limit, service, weed, receiver):
+            return None
+        assert curl is not None and weed_limit is not None and service is not None
+        assert weed is not None and receiver is not None
+        limit_cost = curl + weed_limit
+        return limit_cost, service + weed + receiver, limit_cost / (curl + weed + receiver)
+
     def as_dict(self) -> dict[str, Any]:
         limit, python = self.limit, self.python_best
         return {
@@ -129,6 +155,7 @@ class Row:
             "ratio_to_baseline": self.ratio_baseline,
             "storage_limit_over_baseline": self.limit_over_baseline,
             "service_cpu_ms_per_object": self.service_ms_per_object,
+            "receiver_cpu_ms_per_object": self.receiver_ms_per_object,
             "service_cpu_system_ms_per_object": self.stream_ms_per_object("service", system=True),
             "seaweedfs_cpu_ms_per_object": self.stream_ms_per_object("seaweedfs"),
             "proxy_cpu_ms_per_object": self.stream_ms_per_object("proxy"),
@@ -219,6 +246,25 @@ def _cpu_check(row: Row) -> Check | None:
     )
 
 
+def _budget_check(row: Row) -> Check | None:
+    """On loopback the storage limit and zipedge are both CPU-bound on the same cores: the
+    ratio their CPU per object predicts, beside the measured one, and the best a zipper
+    as lean as curl could reach here (informational)."""
+    budget = row.cpu_budget() if not row.delayed else None
+    if budget is None or row.ratio_limit is None:
+        return None
+    limit_cost, zipedge_cost, lean = budget
+    return Check(
+        "CPU budget of the shared cores",
+        f"{row.setting}/{row.dataset}",
+        f"measured {row.ratio_limit:.2f}; CPU per object predicts {limit_cost / zipedge_cost:.2f} "
+        f"(limit {limit_cost:.3f} ms: curl + SeaweedFS; zipedge {zipedge_cost:.3f} ms: service + "
+        f"SeaweedFS + receiving curl); a zipper costing what curl costs: {lean:.2f}",
+        "",
+        None,
+    )
+
+
 def checks(rows: list[Row], huge: HugeResult | None, prefetch_bytes: int) -> list[Check]:
     rss_limit = TARGET_RSS_EXTRA + prefetch_bytes
     rss_limit_text = f"{TARGET_RSS_EXTRA / MiB:.0f} + {prefetch_bytes / MiB:.0f} MiB"
@@ -227,7 +273,7 @@ def checks(rows: list[Row], huge: HugeResult | None, prefetch_bytes: int) -> lis
         where = f"{row.setting}/{row.dataset}"
         if row.stream is None:
             continue
-        out += [c for c in (_limit_check(row), _cpu_check(row)) if c is not None]
+        out += [c for c in (_limit_check(row), _cpu_check(row), _budget_check(row)) if c is not None]
         if row.delayed and row.ratio_baseline is not None:
             if row.dataset in BASELINE_TARGET_DATASETS:
                 limit, passed = (
@@ -599,6 +645,20 @@ def jobs_checks(res: JobsResult) -> list[Check]:
                 f"{ing.bytes_total / 1e6:,.0f} MB, {ing.part_bytes // 2**20} MiB parts",
                 f"{ing.seconds:.2f} s ({ing.seconds / res.big.seconds:.2f} of the job's time)"
                 + (f", SeaweedFS {per_mb:.1f} ms of CPU per MB stored" if per_mb is not None else ""),
+                "",
+                None,
+            )
+        )
+    if res.big is not None and res.big.seconds and res.big_cpu_s:
+        cores = os.cpu_count() or 1
+        floor = sum(res.big_cpu_s.values()) / cores
+        weed = res.big_cpu_s.get("seaweedfs")
+        out.append(
+            Check(
+                "S3-cache job against the CPU floor of the shared cores",
+                f"{res.describe}, {cores} cores",
+                f"{res.big.seconds:.2f} s; every process's CPU meanwhile / {cores} cores = {floor:.2f} s"
+                + (f" (SeaweedFS {weed:.1f} of {sum(res.big_cpu_s.values()):.1f} CPU s)" if weed else ""),
                 "",
                 None,
             )

@@ -4,6 +4,7 @@ lines and results.json."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -43,6 +44,7 @@ def _stream(seconds: float, service_cpu_s: float) -> StreamSummary:
             service_cpu_s=service_cpu_s,
             cpu_s={"service": service_cpu_s, "seaweedfs": 0.45},
             cpu_system_s={"service": service_cpu_s / 2, "seaweedfs": 0.2},
+            client_cpu_s=0.1,
         )
         for _ in range(3)
     ]
@@ -129,3 +131,21 @@ def test_the_folder_job_is_the_median_of_its_runs_against_the_stream() -> None:
     assert check.passed is True  # 3.1 / 2.5 = 1.24
     assert "1.24x" in check.measured and "median of 3.40 / 2.90 / 3.10 s" in check.measured
     assert res.as_dict()["folder_job_runs_s"] == [3.4, 2.9, 3.1]
+
+    res.big, res.big_cpu_s = JobTiming("j", "range", seconds=8.3), {"workers": 2.0, "seaweedfs": 13.0}
+    [floor] = [c for c in jobs_checks(res) if "CPU floor" in c.what]
+    cores = os.cpu_count() or 1
+    assert f"= {15.0 / cores:.2f} s" in floor.measured and "SeaweedFS 13.0 of 15.0" in floor.measured
+
+
+def test_the_cpu_budget_of_the_shared_cores() -> None:
+    """limit: curl 0.06 + SeaweedFS 0.4 ms per object; zipedge: service 0.25 + SeaweedFS
+    0.45 + receiving curl 0.1; a zipper as lean as curl: 0.06 + 0.45 + 0.1."""
+    row = _row("loopback", 0.42, 0.25)
+    assert row.receiver_ms_per_object == pytest.approx(0.1)
+    budget = row.cpu_budget()
+    assert budget is not None
+    assert budget == pytest.approx((0.46, 0.80, 0.46 / 0.61))
+    [check] = [c for c in checks([row], None, 0) if c.what == "CPU budget of the shared cores"]
+    assert check.passed is None and "predicts 0.58" in check.measured and "curl costs: 0.75" in check.measured
+    assert not [c for c in checks([_row("rtt20ms", 0.9, 0.35)], None, 0) if "budget" in c.what]
