@@ -129,10 +129,8 @@ class Row:
         curl, weed_limit = limit.cpu_ms_per_object, limit.server_ms_per_object("seaweedfs")
         service, weed = self.service_ms_per_object, self.stream_ms_per_object("seaweedfs")
         receiver = self.receiver_ms_per_object
-        if None in (curl, weed_limit, service, weed, receiver):
+        if curl is None or weed_limit is None or service is None or weed is None or receiver is None:
             return None
-        assert curl is not None and weed_limit is not None and service is not None
-        assert weed is not None and receiver is not None
         limit_cost = curl + weed_limit
         return limit_cost, service + weed + receiver, limit_cost / (curl + weed + receiver)
 
@@ -618,7 +616,15 @@ JOB_OVER_STREAM_TARGET = 1.3
 
 def jobs_checks(res: JobsResult) -> list[Check]:
     out: list[Check] = []
-    for job, where in ((res.big, "S3 cache"), (res.folder, "folder cache in memory")):
+    folder_runs = " / ".join(f"{run.seconds:.2f}" for run, _ in res.folder_runs)
+    for job, where, runs in (
+        (res.big, "S3 cache", ""),
+        (
+            res.folder,
+            "folder cache in memory",
+            f"; median of {folder_runs} s" if len(res.folder_runs) > 1 else "",
+        ),
+    ):
         ratio = res.over_stream(job)
         if ratio is None or job is None or res.stream is None:
             continue
@@ -626,12 +632,7 @@ def jobs_checks(res: JobsResult) -> list[Check]:
             Check(
                 "job POST->ready <= 1.3 x stream",
                 f"{res.describe}, {where}",
-                f"{ratio:.2f}x the stream's time ({job.seconds:.2f} s vs {res.stream.total_s:.2f} s"
-                + (
-                    f"; median of {' / '.join(f'{run.seconds:.2f}' for run, _ in res.folder_runs)} s)"
-                    if job is res.folder and len(res.folder_runs) > 1
-                    else ")"
-                ),
+                f"{ratio:.2f}x the stream's time ({job.seconds:.2f} s vs {res.stream.total_s:.2f} s{runs})",
                 f"<= {JOB_OVER_STREAM_TARGET}",
                 ratio <= JOB_OVER_STREAM_TARGET,
             )
@@ -651,14 +652,14 @@ def jobs_checks(res: JobsResult) -> list[Check]:
         )
     if res.big is not None and res.big.seconds and res.big_cpu_s:
         cores = os.cpu_count() or 1
-        floor = sum(res.big_cpu_s.values()) / cores
+        cpu = sum(res.big_cpu_s.values())
         weed = res.big_cpu_s.get("seaweedfs")
         out.append(
             Check(
                 "S3-cache job against the CPU floor of the shared cores",
                 f"{res.describe}, {cores} cores",
-                f"{res.big.seconds:.2f} s; every process's CPU meanwhile / {cores} cores = {floor:.2f} s"
-                + (f" (SeaweedFS {weed:.1f} of {sum(res.big_cpu_s.values()):.1f} CPU s)" if weed else ""),
+                f"{res.big.seconds:.2f} s; every process's CPU meanwhile / {cores} cores = "
+                f"{cpu / cores:.2f} s" + (f" (SeaweedFS {weed:.1f} of {cpu:.1f} CPU s)" if weed else ""),
                 "",
                 None,
             )

@@ -159,7 +159,6 @@ def _stack(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-
     from service.jobs.saq_queue import run_worker
 
     settings = Settings.from_env()
@@ -180,7 +179,6 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _janitor(args: argparse.Namespace) -> int:
-
     from service.janitor import run_janitor
     from service.runtime import open_runtime
     from service.uploads import uploads_of
@@ -197,7 +195,6 @@ def _janitor(args: argparse.Namespace) -> int:
 
 
 def _index(args: argparse.Namespace) -> int:
-
     from service.archive.selection import parse_date_range
     from service.indexer import index_days
     from service.runtime import open_runtime

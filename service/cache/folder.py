@@ -33,7 +33,7 @@ class FolderCacheWriter:
         self._entry = entry
         self._written = 0
         # The chunks since the last write, handed to writev as they are: gathering them
-        # into one buffer first copied every byte twice (a fifth of a job's CPU).
+        # into one buffer first copied every byte twice (~15 % of a job worker's CPU).
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._fd = -1
